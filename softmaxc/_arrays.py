@@ -1,0 +1,182 @@
+"""Input handling shared by every public function (layer 3 of the design in _rowops.pxd).
+
+Everything a kernel relies on is established here, in Python, before any kernel runs:
+dtype, native byte order, alignment, C-contiguous rows, shapes, the mask, `out=`.  Bounds
+checks are off in the kernels, so nothing unvalidated may pass through this module.
+"""
+
+import math
+import operator
+
+import numpy as np
+
+try:  # NumPy >= 2.0
+    from numpy.lib.array_utils import normalize_axis_index
+except ImportError:  # pragma: no cover - NumPy 1.x
+    from numpy.core.multiarray import normalize_axis_index
+
+from softmaxc import _config
+
+# Below this many elements a call runs on one thread: waking a team costs more than it saves.
+MIN_PARALLEL_ELEMENTS = 1 << 14
+
+_REJECTED_KINDS = {
+    "c": "complex",
+    "O": "object",
+    "U": "string",
+    "S": "bytes",
+    "M": "datetime",
+    "m": "timedelta",
+    "V": "structured",
+}
+
+
+def as_real_array(x, name="x"):
+    """`x` as an ndarray of a real dtype (no copy when it already is one)."""
+    try:
+        arr = np.asarray(x)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"{name} is not a rectangular array: {exc}") from None
+    if arr.dtype.kind in _REJECTED_KINDS:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} ({_REJECTED_KINDS[arr.dtype.kind]}); softmaxc "
+            "computes on real numbers: pass a float, integer or bool array"
+        )
+    return arr
+
+
+def float_dtypes(dtype):
+    """(result dtype, compute dtype) for an input dtype, as API.md specifies.
+
+    float32/float64 compute natively; float16 computes in float32 and returns float16;
+    bool and integers become float64.  long double is computed and returned in float64
+    (the kernels have no extended-precision path).
+    """
+    if dtype.kind == "f":
+        if dtype.itemsize == 2:
+            return np.dtype(np.float16), np.dtype(np.float32)
+        if dtype.itemsize == 4:
+            return np.dtype(np.float32), np.dtype(np.float32)
+    return np.dtype(np.float64), np.dtype(np.float64)
+
+
+def check_axis(axis, ndim):
+    """Normalise `axis`; raises numpy.exceptions.AxisError (a ValueError) when invalid."""
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
+    return normalize_axis_index(axis, ndim)
+
+
+def check_beta(beta):
+    """`beta` as a Python float; non-finite values raise ValueError."""
+    if np.ndim(beta) != 0 or isinstance(beta, (str, bytes, complex, np.complexfloating)):
+        raise TypeError(f"beta must be a real scalar, got {beta!r}")
+    beta = float(beta)
+    if not math.isfinite(beta):
+        raise ValueError(f"beta must be finite, got {beta}")
+    return beta
+
+
+def check_n_threads(n_threads):
+    """A positive thread count (the library default for None)."""
+    if n_threads is None:
+        return _config.get_num_threads()
+    if isinstance(n_threads, (bool, np.bool_)):
+        raise TypeError("n_threads must be a positive integer or None, got a bool")
+    try:
+        n_threads = operator.index(n_threads)
+    except TypeError:
+        raise TypeError(
+            f"n_threads must be a positive integer or None, got {type(n_threads).__name__}"
+        ) from None
+    if n_threads <= 0:
+        raise ValueError(f"n_threads must be a positive integer or None, got {n_threads}")
+    return n_threads
+
+
+def threads_for(n_threads, rows, n):
+    """Threads actually used: one for small work, never more than there are rows."""
+    if rows * n < MIN_PARALLEL_ELEMENTS:
+        return 1
+    return max(1, min(n_threads, rows, 2**31 - 1))
+
+
+def as_rows(arr, axis, dtype):
+    """A C-contiguous, aligned, native (rows, n) array of `dtype` whose rows run along
+    `axis` of `arr`.  A view when `arr` already is laid out so, else one copy."""
+    moved = np.moveaxis(arr, axis, -1)
+    n = moved.shape[-1]
+    rows = math.prod(moved.shape[:-1])
+    data = np.require(moved, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
+    return data.reshape(rows, n)
+
+
+def mask_rows(where, shape, axis):
+    """The `where=` mask as C-contiguous uint8 rows matching `as_rows`, or None."""
+    if where is None:
+        return None
+    mask = np.asarray(where)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {mask.dtype}")
+    try:
+        mask = np.broadcast_to(mask, shape)
+    except ValueError:
+        raise ValueError(
+            f"where of shape {mask.shape} does not broadcast to the input shape {shape}"
+        ) from None
+    return as_rows(mask, axis, np.bool_).view(np.uint8)
+
+
+def check_out(out, shape, dtype, name="out"):
+    """Validate a caller's `out=` (None passes through)."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"{name} has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+def kernel_target(target, dtype, inputs, rows_shape):
+    """A (rows, n) array the kernel may write directly: a view of `target` when its layout
+    allows and it does not overlap any input except as an exact in-place alias; otherwise
+    a fresh buffer, to be copied into `target` afterwards (see `finish`).
+
+    Returns (buffer, direct)."""
+    direct = (
+        target.dtype == dtype
+        and target.dtype.isnative
+        and target.flags.c_contiguous
+        and target.flags.aligned
+    )
+    if direct:
+        view = target.reshape(rows_shape)
+        for arr in inputs:
+            if np.may_share_memory(view, arr) and not _same_layout(view, arr):
+                direct = False
+                break
+    if direct:
+        return view, True
+    return np.empty(rows_shape, dtype), False
+
+
+def finish(target, buffer, direct):
+    """Copy the kernel's buffer into `target` (casting, e.g. to float16) unless the kernel
+    wrote `target` itself."""
+    if not direct:
+        target[...] = buffer.reshape(target.shape)
+
+
+def _same_layout(a, b):
+    return (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )

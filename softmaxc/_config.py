@@ -1,0 +1,70 @@
+"""Library-wide settings: the default thread count, and a report of how softmaxc was built."""
+
+import operator
+import platform
+import sys
+
+_default_threads = None
+
+
+def set_num_threads(n):
+    """Set the number of OpenMP threads used when a call passes ``n_threads=None``.
+
+    Parameters
+    ----------
+    n : int or None
+        A positive thread count, or None to return to the OpenMP default (which honours
+        ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits``).
+
+    Notes
+    -----
+    A count set here takes precedence over ``threadpool_limits``; a per-call ``n_threads``
+    takes precedence over both.  Results are bitwise identical for every thread count.
+    """
+    global _default_threads
+    if n is None:
+        _default_threads = None
+        return
+    if isinstance(n, bool):
+        raise TypeError("n must be a positive integer or None, got a bool")
+    n = operator.index(n)
+    if n <= 0:
+        raise ValueError(f"n must be a positive integer or None, got {n}")
+    _default_threads = n
+
+
+def get_num_threads():
+    """The thread count a call with ``n_threads=None`` uses now.
+
+    The value given to :func:`set_num_threads`, or else the OpenMP runtime's
+    ``omp_get_max_threads()`` read at this moment, so that ``OMP_NUM_THREADS`` and
+    ``threadpoolctl.threadpool_limits`` are honoured (1 when built without OpenMP).
+    """
+    if _default_threads is not None:
+        return _default_threads
+    from softmaxc._runtime import openmp_max_threads
+
+    return openmp_max_threads()
+
+
+def show_config():
+    """Print the version, OpenMP status and thread count, compiler flags and CPU SIMD
+    features softmaxc was built and is running with."""
+    from softmaxc import __version__
+    from softmaxc._runtime import COMPILE_FLAGS, OPENMP_ENABLED, cpu_features
+
+    import numpy
+
+    features = cpu_features()
+    lines = [
+        f"softmaxc {__version__}",
+        f"  python:         {sys.version.split()[0]} ({platform.machine()})",
+        f"  numpy:          {numpy.__version__}",
+        f"  OpenMP:         {'enabled' if OPENMP_ENABLED else 'DISABLED (serial build)'}",
+        f"  threads:        {get_num_threads()}"
+        + (" (set_num_threads)" if _default_threads is not None else " (OpenMP default)"),
+        f"  compile flags:  {COMPILE_FLAGS}",
+        "  CPU SIMD:       "
+        + (", ".join(name for name, present in features.items() if present) or "none detected"),
+    ]
+    print("\n".join(lines))

@@ -1,0 +1,52 @@
+"""Batch kernels of the softmax family (layer 2: see the design note in _rowops.pxd).
+
+Each kernel takes rows of logits as a C-contiguous (rows, n) memoryview, writes one result
+per row, and runs rows in parallel with the GIL released.  Rows are independent, so the
+result is bitwise identical for every thread count.  Callers guarantee rows > 0, n > 0,
+matching shapes, and `keep` (a uint8 mask of the same shape) or None.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+from softmaxc._rowops cimport softmax_row, log_softmax_row, logsumexp_row
+
+
+cdef inline const unsigned char* mask_base(const unsigned char[:, ::1] keep) noexcept:
+    return NULL if keep is None else &keep[0, 0]
+
+
+def softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
+                 floating[:, ::1] out,               # OUT (rows, n)
+                 double beta,
+                 const unsigned char[:, ::1] keep,   # IN  (rows, n) or None
+                 int n_threads):
+    cdef Py_ssize_t r, n = x.shape[1]
+    cdef const unsigned char* keep_ptr = mask_base(keep)
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+        softmax_row(&x[r, 0], n, beta, NULL if keep_ptr == NULL else keep_ptr + r * n,
+                    &out[r, 0])
+
+
+def log_softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
+                     floating[:, ::1] out,               # OUT (rows, n)
+                     double beta,
+                     const unsigned char[:, ::1] keep,   # IN  (rows, n) or None
+                     int n_threads):
+    cdef Py_ssize_t r, n = x.shape[1]
+    cdef const unsigned char* keep_ptr = mask_base(keep)
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+        log_softmax_row(&x[r, 0], n, beta, NULL if keep_ptr == NULL else keep_ptr + r * n,
+                        &out[r, 0])
+
+
+def logsumexp_rows(const floating[:, ::1] x,           # IN  (rows, n)
+                   floating[::1] out,                  # OUT (rows,)
+                   double beta,
+                   const unsigned char[:, ::1] keep,   # IN  (rows, n) or None
+                   int n_threads):
+    cdef Py_ssize_t r, n = x.shape[1]
+    cdef const unsigned char* keep_ptr = mask_base(keep)
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+        out[r] = <floating>logsumexp_row(&x[r, 0], n, beta,
+                                         NULL if keep_ptr == NULL else keep_ptr + r * n)
