@@ -396,6 +396,17 @@ def test_beta_zero_is_uniform(rng):
     np.testing.assert_allclose(softmaxc.logsumexp(x, beta=0.0), np.log(n), rtol=1e-15)
 
 
+@pytest.mark.parametrize("beta", [0.0, 1e-308, -1e-308, 2.5e-308])
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_beta_with_logits_near_float_max(function, beta):
+    # x_i - x_max overflows (1e308 - -1e308 = -inf) although beta * (x_i - x_max) does not:
+    # beta = 0 must still give the uniform distribution (not 0 * inf = NaN), and a tiny beta
+    # the softmax of the moderate logits beta * x.
+    x = np.array([[1e308, -1e308, 0.0], [-1.7e308, 1.7e308, 1e307]])
+    expected = REFERENCES[function](beta * x)
+    np.testing.assert_allclose(call(function, x, beta=beta), expected, rtol=1e-14, atol=1e-300)
+
+
 @pytest.mark.parametrize("beta", [np.inf, -np.inf, np.nan])
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_non_finite_beta_raises_value_error(function, beta):
