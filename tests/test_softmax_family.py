@@ -119,6 +119,16 @@ def test_big_endian_float64_is_accepted(rng):
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
+def test_zero_strides_broadcast_input(function):
+    # A read-only view with zero strides (every row the same memory), big enough for threads.
+    row = np.linspace(-3.0, 2.0, 5)
+    x = np.broadcast_to(row, (40000, 5))
+    result = call(function, x, n_threads=2)
+    expected = REFERENCES[function](row)
+    assert_matches_reference(result, np.broadcast_to(expected, result.shape))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_python_lists(function):
     x = [[1, 2, 3], [0.5, -1.0, 4.0]]
     result = call(function, x)
@@ -264,6 +274,17 @@ def test_out_overlapping_input_differently(function, rng):
     result = call(function, x, out=x[::-1])
     assert np.shares_memory(result, x)
     assert_matches_reference(x[::-1], expected)
+
+
+def test_logsumexp_out_0d_and_aliasing_input():
+    out = np.empty(())
+    assert softmaxc.logsumexp([1.0, 2.0], out=out) is out
+    assert out == np.logaddexp(1.0, 2.0)
+    # out is a column of the input itself: every row is read before its result is stored.
+    x = np.arange(12.0).reshape(4, 3)
+    expected = REFERENCES["logsumexp"](x)
+    softmaxc.logsumexp(x, out=x[:, 0])
+    assert_matches_reference(x[:, 0], expected)
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -462,6 +483,16 @@ def test_special_values(case, dtype):
                                    err_msg=f"{function}, row {row}")
         # Only the special row is affected.
         assert_matches_reference(result[[0, 2]], REFERENCES[function](x[[0, 2]]))
+
+
+def test_float32_near_its_max():
+    big = np.finfo(np.float32).max
+    x = np.array([big, big, -big], dtype=np.float32)
+    np.testing.assert_array_equal(softmaxc.softmax(x), np.float32([0.5, 0.5, 0.0]))
+    log_p = softmaxc.log_softmax(x)
+    np.testing.assert_allclose(log_p[:2], -np.log(2.0), rtol=1e-7)
+    assert log_p[2] == -np.inf  # exactly -2 * FLT_MAX - log 2, which rounds to -inf
+    assert softmaxc.logsumexp(x) == big  # FLT_MAX + log 2 rounds to FLT_MAX
 
 
 @pytest.mark.parametrize("offset", OFFSETS)
