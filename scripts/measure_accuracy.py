@@ -46,6 +46,12 @@ def main(argv=None):
     for c in accuracy.INPUT_CLASSES:
         print(f"  {c.name:<16} {c.description}")
 
+    near_zero = [accuracy.logsumexp_near_zero(target, dtype)
+                 for dtype in accuracy.DTYPES for target in accuracy.NEAR_ZERO_TARGETS]
+    print("\nlogsumexp near 0 (ill-conditioned: error is bounded by the condition number "
+          "kappa, not by a constant)")
+    print(accuracy.format_near_zero(near_zero))
+
     report = {
         "softmaxc_version": softmaxc.__version__,
         "numpy_version": np.__version__,
@@ -57,6 +63,7 @@ def main(argv=None):
         "seed": accuracy.SEED,
         "input_classes": {c.name: c.description for c in accuracy.INPUT_CLASSES},
         "results": [dict(dataclasses.asdict(m), passed=m.passed) for m in measurements],
+        "logsumexp_near_zero": [dataclasses.asdict(m) for m in near_zero],
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

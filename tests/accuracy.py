@@ -258,6 +258,50 @@ def measure_all():
     ]
 
 
+# --------------------------------------------------------------------- logsumexp near 0
+#
+# log(sum exp z) = z_max + log1p(t) cancels when the result is near 0, and the problem
+# itself is ill-conditioned there: relative perturbations of size eps in the z_i move the
+# result by up to kappa * eps relatively, with kappa = sum_i |z_i| p_i / |lse|.  No few-ULP
+# bound holds without extra precision; the kernel's error is measured here against kappa.
+
+NEAR_ZERO_TARGETS = (1.0, 1e-3, 1e-8)
+
+
+@dataclass
+class NearZeroMeasurement:
+    dtype: str
+    target: float
+    exact: float
+    ulp: float
+    condition: float  # kappa
+
+
+def logsumexp_near_zero(target, dtype):
+    """logsumexp of a standard normal row (n=1000) shifted so the result is ~target."""
+    import softmaxc
+
+    dtype = np.dtype(dtype)
+    x = np.random.default_rng([SEED, 99]).standard_normal(N)
+    x = (x - float(softmaxc.logsumexp(x)) + target).astype(dtype)
+    exact = exact_row(x)
+    lse_hi = exact.logsumexp[0][0]
+    computed = softmaxc.logsumexp(x)
+    ulp = float(ulp_errors(np.atleast_1d(computed), exact.logsumexp, dtype)[0])
+    z = x.astype(np.float64)
+    p = exact.softmax[0]
+    condition = float(np.sum(np.abs(z) * p) / abs(lse_hi))
+    return NearZeroMeasurement(dtype.name, target, lse_hi, ulp, condition)
+
+
+def format_near_zero(measurements):
+    lines = [f"{'dtype':<8} {'~target':>8} {'exact lse':>24} {'cond kappa':>12} {'ULP error':>12}"]
+    for m in measurements:
+        lines.append(f"{m.dtype:<8} {m.target:>8.0e} {m.exact:>24.17g} {m.condition:>12.4g} "
+                     f"{m.ulp:>12.4g}")
+    return "\n".join(lines)
+
+
 def format_table(measurements):
     header = f"{'function':<12} {'dtype':<8} {'input class':<16} {'n':>6} {'rows':>4} " \
              f"{'max ULP':>9} {'bound':>22} {'err/bound':>9}  ok"

@@ -24,6 +24,19 @@ def test_accuracy_within_bound(function, dtype, class_name):
     )
 
 
+@pytest.mark.parametrize("target", accuracy.NEAR_ZERO_TARGETS)
+@pytest.mark.parametrize("dtype", accuracy.DTYPES, ids=lambda d: d.name)
+def test_logsumexp_near_zero_within_condition_number(dtype, target):
+    # Near 0, logsumexp is ill-conditioned (kappa up to ~1e9 here) and no constant bound
+    # holds.  z_max + log1p(t) rounds each term to 0.5 ULP: an absolute error of about
+    # eps * |z_max| (log1p(t) ~ -z_max there), i.e. up to 2 |z_max| / |lse| ULP of the
+    # result; all z_i <= z_max < 0 makes kappa * |lse| = sum |z_i| p_i >= |z_max|, so the
+    # error is at most 2 * kappa ULP (plus the usual constant).
+    m = accuracy.logsumexp_near_zero(target, dtype)
+    constant = accuracy.CONSTANT_BOUNDS["logsumexp", dtype.name]
+    assert m.ulp <= 2 * m.condition + constant, m
+
+
 def test_ulp_measure_detects_lost_accuracy():
     # The measure must be able to fail: log(sum) instead of log1p at the dominant entry
     # (SciPy's log_softmax) loses all relative accuracy there, by millions of ULP.
