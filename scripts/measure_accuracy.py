@@ -23,7 +23,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the in-place build of softmaxc and the tests package
 
-import mpmath  # noqa: E402
+import mpmath  # noqa: E402  (imports after the sys.path line)
 import numpy as np  # noqa: E402
 
 import softmaxc  # noqa: E402

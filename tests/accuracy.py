@@ -34,7 +34,7 @@ each dtype receives the same float64 rows rounded to it.
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import mpmath
 import numpy as np
@@ -168,11 +168,14 @@ def exact_row(x_row, beta=1.0):
             "softmax": [_double_double(v) for v in p],
         }
         gap = np.array([float(-wi) for wi in w])
-    arrays = {k: (np.array([h for h, _ in v]), np.array([lo for _, lo in v])) for k, v in pairs.items()}
+    arrays = {
+        key: (np.array([hi for hi, _ in values]), np.array([lo for _, lo in values]))
+        for key, values in pairs.items()
+    }
     return ExactRow(arrays["logsumexp"], arrays["log_softmax"], arrays["softmax"], gap)
 
 
-@lru_cache(maxsize=None)
+@cache
 def exact_class(name, dtype_name):
     """Exact results for every row of an input class (cached: mpmath is the slow part)."""
     x = class_input(name, np.dtype(dtype_name))

@@ -1,6 +1,7 @@
 """Plain NumPy float64 references for the softmax family (the textbook formulas: subtract
-the maximum, exponentiate, normalise; log1p for the log-domain ones).  Correct for finite inputs and `where=` masks;
-special values (NaN, inf) are tested against their documented results instead.
+the maximum, exponentiate, normalise; log1p for the log-domain ones).  Correct for finite
+inputs and `where=` masks; special values (NaN, inf) are tested against their documented
+results instead.
 
 Every oracle computes on z = beta * x in float64, whatever the input dtype.
 """
@@ -59,9 +60,9 @@ REFERENCES = {"softmax": softmax_ref, "log_softmax": log_softmax_ref, "logsumexp
 # Comparison tolerances per result dtype (float16 results are computed in float32 and
 # rounded once, so their tolerance is float16's precision).
 TOLERANCES = {
-    np.dtype(np.float64): dict(rtol=1e-12, atol=1e-300),
-    np.dtype(np.float32): dict(rtol=2e-6, atol=1e-40),
-    np.dtype(np.float16): dict(rtol=2e-3, atol=1e-7),
+    np.dtype(np.float64): {"rtol": 1e-12, "atol": 1e-300},
+    np.dtype(np.float32): {"rtol": 2e-6, "atol": 1e-40},
+    np.dtype(np.float16): {"rtol": 2e-3, "atol": 1e-7},
 }
 
 

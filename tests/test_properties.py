@@ -107,5 +107,6 @@ def test_float32_agrees_with_float64(x, axis):
     x32 = x.astype(np.float32)
     p32 = softmaxc.softmax(x32, axis=axis)
     p64 = softmaxc.softmax(x32.astype(np.float64), axis=axis)
-    eps32 = float(np.finfo(np.float32).eps)
-    np.testing.assert_allclose(p32, p64, rtol=4 * eps32, atol=2 * float(np.finfo(np.float32).smallest_subnormal))
+    info = np.finfo(np.float32)
+    np.testing.assert_allclose(p32, p64, rtol=4 * float(info.eps),
+                               atol=2 * float(info.smallest_subnormal))
