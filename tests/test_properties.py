@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softmaxc
+from tests.oracles import REFERENCES
 
 EPS = np.finfo(np.float64).eps
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -110,3 +111,16 @@ def test_float32_agrees_with_float64(x, axis):
     info = np.finfo(np.float32)
     np.testing.assert_allclose(p32, p64, rtol=4 * float(info.eps),
                                atol=2 * float(info.smallest_subnormal))
+
+
+@SETTINGS
+@given(st.data(), finite_logits, axes, betas)
+def test_where_matches_reference(data, x, axis, beta):
+    axis = valid_axis(x, axis)
+    where = data.draw(hnp.arrays(np.bool_, x.shape), label="where")
+    scale = abs(beta) * np.max(np.abs(x))
+    tolerance = {"rtol": perturbation_rtol(scale), "atol": 4 * EPS * (scale + 1.0)}
+    for name, reference in REFERENCES.items():
+        result = getattr(softmaxc, name)(x, axis=axis, beta=beta, where=where)
+        np.testing.assert_allclose(result, reference(x, axis=axis, beta=beta, where=where),
+                                   err_msg=name, **tolerance)
