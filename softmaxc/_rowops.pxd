@@ -78,7 +78,14 @@ cdef inline RowReference row_reference(const floating* x, Py_ssize_t n, double b
 
 cdef inline double shifted_logit(floating x_i, double x_ref, double beta) noexcept nogil:
     """w_i = beta * (x_i - x_ref) <= 0: z_i minus the row maximum, rounded relative to itself."""
-    return beta * (<double>x_i - x_ref)
+    cdef double difference = <double>x_i - x_ref
+    if difference == INFINITY or difference == -INFINITY:
+        # Only for |x| near DBL_MAX (e.g. 1e308 - -1e308) or an infinite x_i.  The
+        # difference overflowed but beta times it need not: beta = 0 must give w = 0 (not
+        # 0 * inf = NaN) and beta = 1e-308 a finite w.  Both products are then finite
+        # (or x_i's own infinity, which gives -inf or NaN exactly as before).
+        return beta * <double>x_i - beta * x_ref
+    return beta * difference
 
 
 cdef inline double sum_exp_block(const floating* x, Py_ssize_t start, Py_ssize_t stop,

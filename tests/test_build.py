@@ -1,0 +1,73 @@
+"""How softmaxc was built: with OpenMP, and without anything that changes NumPy's
+floating-point environment (as sklearn/tests/test_build.py does for OpenMP)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import softmaxc
+from softmaxc._runtime import COMPILE_FLAGS, OPENMP_ENABLED
+
+
+def test_openmp_parallelism_enabled():
+    """A build without OpenMP is a failure, unless explicitly allowed: otherwise a missing
+    libgomp or compiler flag silently makes every n_threads setting serial."""
+    if os.environ.get("SOFTMAXC_ALLOW_SERIAL_BUILD") == "1":
+        pytest.skip("SOFTMAXC_ALLOW_SERIAL_BUILD=1: a serial build is accepted")
+    assert OPENMP_ENABLED, textwrap.dedent(
+        """
+        softmaxc was built without OpenMP: n_threads has no effect.  Install an OpenMP
+        runtime for your compiler (e.g. libgomp for gcc) and rebuild, or set
+        SOFTMAXC_OPENMP=1 to make the build fail loudly when OpenMP does not compile.
+        If a serial build is intended, set SOFTMAXC_ALLOW_SERIAL_BUILD=1 to skip this test.
+        """
+    )
+    assert "-fopenmp" in COMPILE_FLAGS
+
+
+def test_no_unsafe_math_flags():
+    # -ffast-math/-Ofast would break NaN/inf handling, and linking with them switches
+    # flush-to-zero on for the whole process (see the next test).
+    for flag in ("-ffast-math", "-Ofast", "-funsafe-math-optimizations"):
+        assert flag not in COMPILE_FLAGS
+
+
+SUBNORMAL_CHECK = textwrap.dedent(
+    """
+    import numpy as np
+    import softmaxc
+
+    # Call every function, on enough data that the OpenMP worker threads run too.
+    x = np.random.default_rng(0).standard_normal((64, 1000))
+    softmaxc.softmax(x, n_threads=2)
+    softmaxc.log_softmax(x.astype(np.float32), n_threads=2)
+    softmaxc.logsumexp(x, n_threads=2)
+
+    # NumPy's subnormal arithmetic in the main thread is unchanged ...
+    assert np.float64(5e-324) * 1 != 0, "float64 subnormal flushed to zero"
+    assert np.float64(1e-300) * np.float64(1e-10) != 0, "float64 product flushed to zero"
+    tiny32 = np.float32(1e-38) * np.float32(1e-3)
+    assert tiny32 != 0 and tiny32 < np.finfo(np.float32).tiny, "float32 product flushed"
+
+    # ... and the kernels themselves produce subnormals, on worker threads as well.
+    rows = np.tile([0.0, -740.0], (20000, 1))
+    p = softmaxc.softmax(rows, n_threads=2)
+    assert p[0, 1] != 0 and p[0, 1] < np.finfo(np.float64).tiny, p[0, 1]
+    assert (p[:, 1] == p[0, 1]).all()
+    p32 = softmaxc.softmax(np.tile(np.float32([0.0, -95.0]), (20000, 1)), n_threads=2)
+    assert p32[-1, 1] != 0 and p32[-1, 1] < np.finfo(np.float32).tiny, p32[-1, 1]
+    print(softmaxc.__file__)
+    """
+)
+
+
+def test_import_keeps_subnormals():
+    """Importing and calling softmaxc leaves subnormal arithmetic on (no flush-to-zero /
+    denormals-are-zero), checked in a fresh interpreter whose state nothing else touched."""
+    result = subprocess.run([sys.executable, "-c", SUBNORMAL_CHECK], capture_output=True,
+                            text=True, cwd=os.getcwd(), check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == softmaxc.__file__  # it tested this build of softmaxc
