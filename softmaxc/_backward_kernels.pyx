@@ -15,7 +15,7 @@ NaN upstream gradient at a masked entry never turns into NaN through 0 * g).
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, INFINITY
+from libc.math cimport exp, expf, INFINITY
 
 from softmaxc._rowops cimport PAIRWISE_BLOCK
 
@@ -24,73 +24,125 @@ from softmaxc._rowops cimport PAIRWISE_BLOCK
 # Per-row helpers (layer 1), used by this module only
 # ---------------------------------------------------------------------------------------
 
-# The three row sums the derivatives need.
+# The row sums the derivatives need.  The first three have branch-free terms that the
+# compiler turns into SIMD code; they equal the masked sums whenever `grad` is finite at the
+# masked entries (then g_k * 0 = 0).  When a fast sum comes out NaN or infinite, the row is
+# summed again with the *_MASKED terms, which skip masked entries explicitly, so that a NaN
+# or inf upstream gradient at a masked entry cannot spoil the row (slower; rare).
 cdef enum RowSum:
-    SUM_G_TIMES_P    # sum_k g_k p_k over p_k != 0            (softmax_backward)
-    SUM_G_KEPT       # sum_k g_k over log p_k != -inf         (log_softmax_backward)
-    SUM_P_EXCEPT     # sum_{k != skip} p_k                    (Jacobian diagonal)
+    SUM_G_TIMES_P           # sum_k g_k p_k                            (softmax_backward)
+    SUM_G_KEPT              # sum_k g_k [log p_k != -inf]              (log_softmax_backward)
+    SUM_P                   # sum_k p_k                                (Jacobian diagonal)
+    SUM_G_TIMES_P_MASKED    # sum_k g_k p_k over p_k != 0 only
+    SUM_G_KEPT_MASKED       # sum_k g_k over log p_k != -inf only
 
 
 cdef inline double row_term(RowSum kind, const floating* g, const floating* p,
-                            Py_ssize_t k, Py_ssize_t skip) noexcept nogil:
+                            Py_ssize_t k) noexcept nogil:
     if kind == SUM_G_TIMES_P:
-        return <double>g[k] * p[k] if p[k] != 0 else 0.0
+        return <double>g[k] * p[k]
     if kind == SUM_G_KEPT:
-        return <double>g[k] if p[k] != -INFINITY else 0.0
-    return <double>p[k] if k != skip else 0.0
+        return <double>g[k] * <double>(p[k] != -INFINITY)
+    if kind == SUM_P:
+        return p[k]
+    if kind == SUM_G_TIMES_P_MASKED:
+        return <double>g[k] * p[k] if p[k] != 0 else 0.0
+    return <double>g[k] if p[k] != -INFINITY else 0.0
 
 
-cdef inline double row_sum_block(RowSum kind, const floating* g, const floating* p,
-                                 Py_ssize_t start, Py_ssize_t stop,
-                                 Py_ssize_t skip) noexcept nogil:
-    cdef double acc[4]
-    cdef Py_ssize_t k
-    acc[0] = acc[1] = acc[2] = acc[3] = 0.0
-    for k in range(start, stop):
-        acc[k & 3] += row_term(kind, g, p, k, skip)
-    return (acc[0] + acc[1]) + (acc[2] + acc[3])
+cdef inline double lane_sum(RowSum kind, const floating* g, const floating* p,
+                            Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    """Sum of the terms over [start, stop) in four interleaved double accumulators."""
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
+    cdef Py_ssize_t k = start
+    while k + 4 <= stop:
+        a0 += row_term(kind, g, p, k)
+        a1 += row_term(kind, g, p, k + 1)
+        a2 += row_term(kind, g, p, k + 2)
+        a3 += row_term(kind, g, p, k + 3)
+        k += 4
+    while k < stop:
+        a0 += row_term(kind, g, p, k)
+        k += 1
+    return (a0 + a1) + (a2 + a3)
 
 
-cdef inline double row_sum(RowSum kind, const floating* g, const floating* p,
-                           Py_ssize_t start, Py_ssize_t stop, Py_ssize_t skip) noexcept nogil:
+cdef inline double block_sum(RowSum kind, const floating* g, const floating* p,
+                             Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    # Each call below passes a literal kind, so each inlined copy of lane_sum has a
+    # constant kind and a branch-free body: vectorised, where one shared loop testing
+    # `kind` inside would not be.
+    if kind == SUM_G_TIMES_P:
+        return lane_sum(SUM_G_TIMES_P, g, p, start, stop)
+    if kind == SUM_G_KEPT:
+        return lane_sum(SUM_G_KEPT, g, p, start, stop)
+    if kind == SUM_P:
+        return lane_sum(SUM_P, g, p, start, stop)
+    if kind == SUM_G_TIMES_P_MASKED:
+        return lane_sum(SUM_G_TIMES_P_MASKED, g, p, start, stop)
+    return lane_sum(SUM_G_KEPT_MASKED, g, p, start, stop)
+
+
+cdef double row_sum(RowSum kind, const floating* g, const floating* p,
+                    Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """Pairwise sum in double of the terms `kind` over k in [start, stop).
 
-    Same split as `sum_exp_shifted` in _rowops.pxd: blocks of PAIRWISE_BLOCK terms, halves
-    aligned to the block, so the order of additions depends only on n.
+    Same split as `sum_exp_shifted` in _rowops.pxd: blocks of at most PAIRWISE_BLOCK
+    terms, halves at multiples of the block, so the order of additions depends only on
+    (start, stop), never on threads.  Error O(log2(n) eps) instead of O(n eps).
     """
     cdef Py_ssize_t half
     if stop - start <= PAIRWISE_BLOCK:
-        return row_sum_block(kind, g, p, start, stop, skip)
+        return block_sum(kind, g, p, start, stop)
     half = start + ((stop - start) // (2 * PAIRWISE_BLOCK)) * PAIRWISE_BLOCK
     if half == start:
         half = start + PAIRWISE_BLOCK
-    return (row_sum(kind, g, p, start, half, skip)
-            + row_sum(kind, g, p, half, stop, skip))
+    return row_sum(kind, g, p, start, half) + row_sum(kind, g, p, half, stop)
+
+
+cdef inline double checked_row_sum(RowSum fast, RowSum masked, const floating* g,
+                                   const floating* p, Py_ssize_t n) noexcept nogil:
+    """The fast sum, or the masked one when the fast one is NaN or infinite."""
+    cdef double total = row_sum(fast, g, p, 0, n)
+    if total - total != 0:   # NaN or +-inf
+        total = row_sum(masked, g, p, 0, n)
+    return total
+
+
+cdef inline double exp_of(floating x) noexcept nogil:
+    # float32 log-probabilities carry float32 rounding already: expf loses nothing more
+    # and is about twice as fast as exp.
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
 
 
 cdef inline void softmax_backward_row(const floating* g, const floating* p, Py_ssize_t n,
                                       double beta, floating* out) noexcept nogil:
     """out_i = beta * p_i * (g_i - sum_k g_k p_k): the row of grad @ J, J never formed."""
-    cdef double s = row_sum(SUM_G_TIMES_P, g, p, 0, n, -1)
+    cdef double s = checked_row_sum(SUM_G_TIMES_P, SUM_G_TIMES_P_MASKED, g, p, n)
+    cdef double p_i, value
     cdef Py_ssize_t i
     for i in range(n):
-        if p[i] != 0:
-            out[i] = <floating>(beta * p[i] * (<double>g[i] - s))
-        else:
-            out[i] = 0
+        # Load both inputs unconditionally, then select: vectorisable, and safe in place.
+        p_i = p[i]
+        value = beta * p_i * (<double>g[i] - s)
+        out[i] = <floating>value if p_i != 0 else 0
 
 
 cdef inline void log_softmax_backward_row(const floating* g, const floating* log_p,
                                           Py_ssize_t n, double beta,
                                           floating* out) noexcept nogil:
     """out_i = beta * (g_i - exp(log p_i) * sum_k g_k), the sum over unmasked k."""
-    cdef double total = row_sum(SUM_G_KEPT, g, log_p, 0, n, -1)
+    cdef double total = checked_row_sum(SUM_G_KEPT, SUM_G_KEPT_MASKED, g, log_p, n)
+    cdef double value
+    cdef floating log_p_i
     cdef Py_ssize_t i
     for i in range(n):
-        if log_p[i] != -INFINITY:
-            out[i] = <floating>(beta * (<double>g[i] - exp(log_p[i]) * total))
-        else:
-            out[i] = 0
+        log_p_i = log_p[i]
+        value = beta * (<double>g[i] - exp_of(log_p_i) * total)
+        out[i] = <floating>value if log_p_i != -INFINITY else 0
 
 
 cdef inline void softmax_jacobian_row(const floating* p, Py_ssize_t n, double beta,
@@ -105,7 +157,7 @@ cdef inline void softmax_jacobian_row(const floating* p, Py_ssize_t n, double be
     # others sum below 6e-8, and J_top,top would be 0).  The sum of the other probabilities
     # is the same quantity without cancellation, accurate to a few ULP.  For every other i,
     # p_i <= 1/2 and 1 - p_i is exact to one rounding.
-    top_complement = row_sum(SUM_P_EXCEPT, p, p, 0, n, top)
+    top_complement = row_sum(SUM_P, p, p, 0, top) + row_sum(SUM_P, p, p, top + 1, n)
     # `0.0 - x` and `x + 0.0` turn a -0.0 into +0.0 (and change nothing else), so that an
     # entry with p_i = 0 or p_j = 0 (a -inf logit) is exactly +0.0 for either sign of beta.
     for i in range(n):
