@@ -15,7 +15,6 @@ import sys
 import tempfile
 import textwrap
 
-import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -118,8 +117,7 @@ def extensions():
         Extension(
             name,
             sources,
-            include_dirs=[numpy.get_include(), "softmaxc"],
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            include_dirs=["softmaxc"],
         )
         for name, sources in EXTENSIONS
     ]

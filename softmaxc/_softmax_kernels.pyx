@@ -13,7 +13,9 @@ from softmaxc._rowops cimport softmax_row, log_softmax_row, logsumexp_row
 
 
 cdef inline const unsigned char* mask_base(const unsigned char[:, ::1] keep) noexcept:
-    return NULL if keep is None else &keep[0, 0]
+    if keep is None:
+        return NULL
+    return &keep[0, 0]
 
 
 def softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
