@@ -11,12 +11,16 @@ except PackageNotFoundError:  # pragma: no cover - running from an unbuilt sourc
     __version__ = "0+unknown"
 
 from softmaxc._config import get_num_threads, set_num_threads, show_config
+from softmaxc._cross_entropy import cross_entropy, cross_entropy_grad, cross_entropy_with_grad
 from softmaxc._softmax import log_softmax, logsumexp, softmax
 
 __all__ = [
     "softmax",
     "log_softmax",
     "logsumexp",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "cross_entropy_with_grad",
     "set_num_threads",
     "get_num_threads",
     "show_config",
