@@ -102,7 +102,7 @@ def _labels_for_kernel(target, n_classes, ignore_index):
     n_bad = int(np.count_nonzero(bad))
     if n_bad:
         first = int(np.argmax(bad.reshape(-1)))
-        position = tuple(int(i) for i in np.unravel_index(first, target.shape))
+        position = ", ".join(str(i) for i in np.unravel_index(first, target.shape)) or "()"
         value = target.reshape(-1)[first]
         raise IndexError(
             f"target has {n_bad} class index(es) outside [0, {n_classes}) that are not "
