@@ -142,6 +142,9 @@ def test_jacobian_size_limit(monkeypatch):
         softmaxc.softmax_jacobian(np.zeros(4))
     monkeypatch.setattr(softmaxc, "JACOBIAN_MAX_BYTES", math.inf)
     assert softmaxc.softmax_jacobian(np.zeros(4)).shape == (4, 4)
+    monkeypatch.setattr(softmaxc, "JACOBIAN_MAX_BYTES", "1 GiB")
+    with pytest.raises(TypeError, match="JACOBIAN_MAX_BYTES"):
+        softmaxc.softmax_jacobian(np.zeros(4))
 
 
 def test_jacobian_empty():
@@ -231,6 +234,28 @@ def test_adjoint_identity(beta):
     np.testing.assert_allclose(lhs, rhs, rtol=1e-14, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("beta", [1.0, 2.5, -0.7])
+def test_against_torch_autograd(dtype, beta):
+    torch = pytest.importorskip("torch")
+    x = rand((3, 4, 6), seed=30).astype(dtype)
+    g = rand(x.shape, seed=31).astype(dtype)
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    for forward, backward, torch_forward in [
+        (softmaxc.softmax, softmaxc.softmax_backward, torch.softmax),
+        (softmaxc.log_softmax, softmaxc.log_softmax_backward, torch.log_softmax),
+    ]:
+        for axis in (-1, 1):
+            xt = torch.tensor(x, requires_grad=True)
+            torch_forward(beta * xt, dim=axis).backward(torch.tensor(g))
+            got = backward(g, forward(x, axis=axis, beta=beta), axis=axis, beta=beta)
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, xt.grad.numpy(), **tol)
+    row = torch.tensor(x[0, 0].astype(np.float64))
+    J = torch.autograd.functional.jacobian(lambda t: torch.softmax(beta * t, dim=0), row)
+    np.testing.assert_allclose(softmaxc.softmax_jacobian(x[0, 0], beta=beta), J.numpy(), **tol)
+
+
 # ---------------------------------------------------------------------------------------
 # Masking: exactly zero derivative, never NaN
 # ---------------------------------------------------------------------------------------
@@ -316,6 +341,9 @@ def test_nan_in_a_row_stays_in_that_row():
 class TwoLayerNet:
     """z = W x + b1, h = relu(z), a = V h + b2, L = -sum y log softmax(beta a), batched.
 
+    The loss is log_softmax (checked against cross_entropy); delta1 comes from
+    log_softmax_backward (checked against softmax(a) - y and cross_entropy_grad).
+
     Gradients as in the seed document (with the factor beta of the temperature):
     delta1 = beta (p - y), dL/dV = delta1 h^T, dL/db2 = delta1,
     delta2 = (V^T delta1) * 1(z > 0), dL/dW = delta2 x^T, dL/db1 = delta2.
@@ -341,7 +369,10 @@ class TwoLayerNet:
 
     def loss(self, **params):
         *_, A = self.forward(**params)
-        return -np.sum(self.Y * softmaxc.log_softmax(A, beta=self.beta))
+        loss = -np.sum(self.Y * softmaxc.log_softmax(A, beta=self.beta))
+        same = softmaxc.cross_entropy(A, self.Y, reduction="sum", beta=self.beta)
+        np.testing.assert_allclose(same, loss, rtol=1e-14)
+        return loss
 
     def gradients(self, W, b1, V, b2, forget_relu_mask=False):
         Z, H, A = self.forward(W, b1, V, b2)
@@ -350,6 +381,11 @@ class TwoLayerNet:
         delta1 = softmaxc.log_softmax_backward(-self.Y, log_p, beta=self.beta)
         np.testing.assert_allclose(
             delta1, self.beta * (softmaxc.softmax(A, beta=self.beta) - self.Y), atol=1e-14
+        )
+        np.testing.assert_allclose(  # the cross-entropy family's own gradient agrees
+            delta1,
+            softmaxc.cross_entropy_grad(A, self.Y, reduction="sum", beta=self.beta),
+            atol=1e-14,
         )
         delta2 = delta1 @ V
         if not forget_relu_mask:
