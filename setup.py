@@ -24,6 +24,8 @@ from setuptools.command.build_ext import build_ext
 EXTENSIONS = [
     ("softmaxc._runtime", ["softmaxc/_runtime.pyx"]),
     ("softmaxc._softmax_kernels", ["softmaxc/_softmax_kernels.pyx"]),
+    ("softmaxc._backward_kernels", ["softmaxc/_backward_kernels.pyx"]),
+    ("softmaxc._cross_entropy_kernels", ["softmaxc/_cross_entropy_kernels.pyx"]),
 ]
 
 # Never -ffast-math (or -Ofast): when it is used to link a shared object, gcc adds

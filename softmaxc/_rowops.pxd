@@ -40,6 +40,14 @@ cdef enum:
     PAIRWISE_BLOCK = 128
 
 
+cdef inline Py_ssize_t pairwise_split(Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    """Where a pairwise sum over [start, stop) (longer than one block) splits: the largest
+    block-aligned point at or before the middle, at least one block in.  Any pairwise sum
+    in softmaxc splits here, so its order of additions depends only on the length."""
+    cdef Py_ssize_t half = start + ((stop - start) // (2 * PAIRWISE_BLOCK)) * PAIRWISE_BLOCK
+    return start + PAIRWISE_BLOCK if half == start else half
+
+
 cdef inline bint is_kept(const unsigned char* keep, Py_ssize_t i) noexcept nogil:
     return keep == NULL or keep[i] != 0
 
