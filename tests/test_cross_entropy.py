@@ -651,6 +651,11 @@ def test_masked_classes_with_minus_infinity():
     # the target itself masked: infinite loss; smoothing puts mass on it: infinite too
     assert softmaxc.cross_entropy(logits, [3, 0, 1]) == np.inf
     assert softmaxc.cross_entropy(logits, [0, 1, 2], label_smoothing=0.1) == np.inf
+    # a confidently correct row with masked classes (the compensated path skips them)
+    loss, grad = softmaxc.cross_entropy_with_grad([[50.0, -np.inf, 0.0, -np.inf]], [0],
+                                                  reduction="sum")
+    assert loss == pytest.approx(np.exp(-50.0), rel=1e-15)
+    np.testing.assert_allclose(grad, [[-np.exp(-50.0), 0.0, np.exp(-50.0), 0.0]], rtol=1e-15)
 
 
 def test_beta_zero_and_full_smoothing():
