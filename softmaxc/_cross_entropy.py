@@ -278,7 +278,8 @@ _NOTES = r"""For one sample with logits :math:`x \in \mathbb{R}^C`, :math:`z = \
     Accuracy: the loss is :math:`\operatorname{log1p}(T) + (z_{\max} - z_t)` with
     :math:`T = \sum_{c \ne \max} e^{z_c - z_{\max}}` (a sum of non-negative terms,
     never the logarithm of a rounded probability), accurate to a few ULP even for
-    confidently correct samples whose loss is far below machine epsilon; the gradient
+    confidently correct samples whose loss is far below machine epsilon (there the
+    rounding of the exponents :math:`z_c - z_{\max}` is compensated); the gradient
     at the most probable class is formed from :math:`1 - p_{\max} = T / (1 + T)`, so
     it keeps its relative accuracy as :math:`p_t \to 1`.  Reductions are summed in
     float64 in a fixed order.  See :doc:`/derivations/cross-entropy` and

@@ -16,8 +16,12 @@ given probabilities.  Then
     loss = sum_c a_c * (logsumexp(z) - z_c) = S * log1p(T) + sum_c a_c * gap_c,
     d loss / d x_c = beta * (p_c * S - a_c),            S = sum_c a_c,
 
-a sum of non-negative terms (never log of a rounded probability, nothing cancels); and at
-the reference entry, where p_ref may round to 1,
+a sum of non-negative terms (never log of a rounded probability, nothing cancels).  When
+the loss is mostly S * log1p(T) (a confidently correct row: T tiny, every e_c far below 1),
+its relative accuracy is that of T, and each e_c carries the rounding of its exponent
+(|gap_c| * eps / 2 relative): T is then summed with that rounding compensated
+(sum_exp_shifted_compensated).  At the reference entry, where p_ref may round to 1 and the
+target's mass mostly sits,
 
     d loss / d x_ref = beta * (S_off - S * T / (1 + T)),  S_off = sum_{c != ref} a_c,
 
@@ -34,11 +38,11 @@ from softmaxc._rowops cimport (
     PAIRWISE_BLOCK,
     ROW_FINITE,
     RowReference,
-    log_sum_exp_shifted,
     pairwise_split,
     row_reference,
     shifted_logit,
     sum_exp_shifted,
+    sum_exp_shifted_compensated,
 )
 
 
@@ -110,7 +114,7 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
     cdef ClassSums sums
     cdef double total, total_off_ref, weighted_gap   # S, S_off, sum_c a_c * gap_c
     cdef double label_weight = 0.0, label_coef = 0.0, label_exp = 0.0
-    cdef double tail, inv_norm, scale_exp, smooth_grad, loss
+    cdef double tail, residual = 0.0, inv_norm, scale_exp, smooth_grad, ref_coef, loss
     cdef Py_ssize_t c
     if ref.kind != ROW_FINITE:
         # NaN, +inf or a row of -inf: log_softmax is NaN, so are loss and gradient.
@@ -139,14 +143,21 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
         total_off_ref = sums.coef_off_ref
         weighted_gap = sums.weighted_gap
 
-    if grad == NULL:
-        return total * log_sum_exp_shifted(x, n, beta, <const unsigned char*>NULL, ref) \
-            + weighted_gap
-
-    # e_c -> grad (this is the last read of x), then grad_c = grad_factor * (p_c S - a_c).
-    tail = sum_exp_shifted(x, 0, n, ref.x_ref, beta, <const unsigned char*>NULL, ref.index,
-                           grad)
+    # T = sum_{c != ref} e_c, with e_c -> grad when asked (the last read of x).  When the
+    # target's mean gap is below one nat (a confidently correct row: loss ~ S * T), the loss
+    # needs T to full relative accuracy, so the rounding of the exponents is compensated.
+    if weighted_gap < total:
+        tail = sum_exp_shifted_compensated(x, 0, n, ref.x_ref, beta, ref.index, grad,
+                                           &residual)
+        tail = tail + residual
+    else:
+        tail = sum_exp_shifted(x, 0, n, ref.x_ref, beta, <const unsigned char*>NULL,
+                               ref.index, grad)
     loss = total * log1p(tail) + weighted_gap
+    if grad == NULL:
+        return loss
+
+    # grad_c = grad_factor * (p_c S - a_c), p_c = e_c / (1 + T).
     inv_norm = 1.0 / (1.0 + tail)
     scale_exp = grad_factor * total * inv_norm
     if y == NULL:
@@ -165,8 +176,19 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
         for c in range(n):
             grad[c] = <floating>(scale_exp * grad[c]
                                  - grad_factor * class_coefficient(c, y, weight, keep, smooth))
-    # p_ref S - a_ref = (S - a_ref) - (1 - p_ref) S, with 1 - p_ref = T / (1 + T).
-    grad[ref.index] = <floating>(grad_factor * (total_off_ref - total * (tail * inv_norm)))
+    # At the most probable class p_ref may round to 1.  When the target's mass sits mostly
+    # there, p_ref S - a_ref is formed as (S - a_ref) - (1 - p_ref) S with 1 - p_ref =
+    # T / (1 + T), which keeps its relative accuracy as p_ref -> 1; otherwise directly,
+    # where that form would cancel (S_off close to (1 - p_ref) S) and this one does not.
+    if total_off_ref < 0.5 * total:
+        grad[ref.index] = <floating>(grad_factor * (total_off_ref - total * (tail * inv_norm)))
+    else:
+        if y == NULL:
+            ref_coef = (1.0 if weight == NULL else weight[ref.index]) * (
+                smooth + (keep if label == ref.index else 0.0))
+        else:
+            ref_coef = class_coefficient(ref.index, y, weight, keep, smooth)
+        grad[ref.index] = <floating>(grad_factor * (inv_norm * total - ref_coef))
     return loss
 
 

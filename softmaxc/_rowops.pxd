@@ -18,7 +18,7 @@
 # so that log(sum exp) = log1p(t) keeps full relative accuracy when one entry dominates.
 
 from cython cimport floating
-from libc.math cimport exp, log1p, INFINITY, NAN
+from libc.math cimport exp, fma, log1p, INFINITY, NAN
 
 # What a row needs: a normal computation, or a special value fill.
 cdef enum RowKind:
@@ -131,6 +131,62 @@ cdef inline double sum_exp_shifted(const floating* x, Py_ssize_t start, Py_ssize
         half = start + PAIRWISE_BLOCK
     return (sum_exp_shifted(x, start, half, x_ref, beta, keep, skip, store)
             + sum_exp_shifted(x, half, stop, x_ref, beta, keep, skip, store))
+
+
+cdef inline double shifted_logit_error(floating x_i, double x_ref, double beta,
+                                       double w_i) noexcept nogil:
+    """beta * (x_i - x_ref) - w_i for w_i = shifted_logit(x_i, x_ref, beta), x_i finite.
+
+    The exact error of the difference (TwoSum: additions only, so no FP contraction can
+    alter it) times beta, plus the exact error of the product (fma; none when beta == 1).
+    """
+    cdef double a = <double>x_i, b = -x_ref
+    cdef double difference = a + b
+    cdef double b_part = difference - a
+    cdef double difference_error = (a - (difference - b_part)) + (b - b_part)
+    cdef double product_error = 0.0 if beta == 1.0 else fma(beta, difference, -w_i)
+    return product_error + beta * difference_error
+
+
+cdef inline double sum_exp_compensated_block(const floating* x, Py_ssize_t start,
+                                             Py_ssize_t stop, double x_ref, double beta,
+                                             Py_ssize_t skip, floating* store,
+                                             double* residual) noexcept nogil:
+    cdef double acc[4]
+    cdef double correction = 0.0, w, e
+    cdef Py_ssize_t i
+    acc[0] = acc[1] = acc[2] = acc[3] = 0.0
+    for i in range(start, stop):
+        w = shifted_logit(x[i], x_ref, beta)
+        e = exp(w)
+        if store != NULL:
+            store[i] = <floating>e
+        if i != skip and e != 0:   # e == 0 also covers x_i = -inf, whose error is NaN
+            acc[i & 3] += e
+            correction += e * shifted_logit_error(x[i], x_ref, beta, w)
+    residual[0] += correction
+    return (acc[0] + acc[1]) + (acc[2] + acc[3])
+
+
+cdef inline double sum_exp_shifted_compensated(const floating* x, Py_ssize_t start,
+                                               Py_ssize_t stop, double x_ref, double beta,
+                                               Py_ssize_t skip, floating* store,
+                                               double* residual) noexcept nogil:
+    """sum_exp_shifted (no mask) that also adds to residual[0] the first-order effect of
+    the rounding of the exponents, sum_{i != skip} exp(w_i) * (exact w_i - w_i).
+
+    exp(w_i) inherits the rounding of its argument: a relative error up to |w_i| eps / 2,
+    which becomes the error of the whole sum when every term has a large |w_i| (a row
+    whose maximum dominates: log1p(sum) is then small and needs that relative accuracy).
+    sum + residual is accurate to a few ULP whatever the w_i.  Same pairwise order as
+    sum_exp_shifted; the residual needs no such care (it is a correction).
+    """
+    cdef Py_ssize_t half
+    if stop - start <= PAIRWISE_BLOCK:
+        return sum_exp_compensated_block(x, start, stop, x_ref, beta, skip, store, residual)
+    half = pairwise_split(start, stop)
+    return (sum_exp_shifted_compensated(x, start, half, x_ref, beta, skip, store, residual)
+            + sum_exp_shifted_compensated(x, half, stop, x_ref, beta, skip, store, residual))
 
 
 cdef inline void fill_special_row(floating* out, Py_ssize_t n, const unsigned char* keep,
