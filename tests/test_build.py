@@ -4,6 +4,7 @@ floating-point environment (as sklearn/tests/test_build.py does for OpenMP)."""
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
 
 import pytest
@@ -71,3 +72,25 @@ def test_import_keeps_subnormals():
                             text=True, cwd=os.getcwd(), check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == softmaxc.__file__  # it tested this build of softmaxc
+
+
+def test_sdist_carries_the_sources(tmp_path):
+    """`pip install` from the source distribution must be able to cythonize: the .pyx and
+    .pxd sources and the C header ship; the generated C does not."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, "setup.py")):
+        pytest.skip("not run from a source checkout")
+    build = ("import sys; from setuptools import build_meta; "
+             "print(build_meta.build_sdist(sys.argv[1]))")
+    result = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=root,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    archive = tmp_path / result.stdout.strip().splitlines()[-1]
+    with tarfile.open(archive) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    for source in ("setup.py", "pyproject.toml", "softmaxc/_rowops.pxd",
+                   "softmaxc/_runtime.h", "softmaxc/_softmax_kernels.pyx",
+                   "softmaxc/_cross_entropy_kernels.pyx", "softmaxc/_backward_kernels.pyx",
+                   "tests/conftest.py"):
+        assert source in names, source
+    assert not any(name.endswith((".c", ".so")) for name in names), sorted(names)
