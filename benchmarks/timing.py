@@ -1,0 +1,75 @@
+"""Interleaved timing: the contenders of one case take turns, so that a burst of machine
+noise (other processes, frequency changes) lands on all of them rather than on one."""
+
+import gc
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+# A sample repeats a fast call until it lasts this long, so timer resolution and loop
+# overhead stay negligible for the microsecond-scale (1, 1000) calls.
+MIN_SAMPLE_SECONDS = 2e-3
+
+
+@dataclass
+class Timing:
+    calls_per_sample: int
+    seconds_per_call: list   # one entry per sample
+
+    @property
+    def median(self):
+        return statistics.median(self.seconds_per_call)
+
+    @property
+    def best(self):
+        return min(self.seconds_per_call)
+
+
+def _run_sample(call, number):
+    start = time.perf_counter()
+    for _ in range(number):
+        call()
+    return (time.perf_counter() - start) / number
+
+
+def calls_per_sample(call):
+    """How many calls make one sample of at least MIN_SAMPLE_SECONDS (`call` is warm)."""
+    number = 1
+    while True:
+        per_call = _run_sample(call, number)
+        if per_call * number >= MIN_SAMPLE_SECONDS:
+            return number
+        number = max(number * 2, math.ceil(MIN_SAMPLE_SECONDS / max(per_call, 1e-9)))
+
+
+def time_interleaved(calls, min_time, min_samples, max_samples=1000):
+    """Timings of warm zero-argument `calls` (name -> callable), one sample each per round.
+
+    Each round runs every contender once, starting one contender later than the previous
+    round.  Rounds go on until there are `min_samples` of them and they took `min_time`
+    seconds per contender in total (or there are `max_samples`): every contender gets the
+    same number of samples, taken under the same conditions.
+    """
+    names = list(calls)
+    timings = {name: Timing(calls_per_sample(calls[name]), []) for name in names}
+    budget = min_time * len(names)
+
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        start_time = time.perf_counter()
+        rounds = 0
+        while rounds < max_samples and (
+            rounds < min_samples or time.perf_counter() - start_time < budget
+        ):
+            first = rounds % len(names)
+            for name in names[first:] + names[:first]:
+                timing = timings[name]
+                timing.seconds_per_call.append(_run_sample(calls[name], timing.calls_per_sample))
+            rounds += 1
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return timings
