@@ -186,7 +186,10 @@ def run_case(case, inputs, contenders, settings):
     for name, reason in rejected.items():
         progress(f"    {name} NOT TIMED: {reason}")
 
-    timings = timing.time_interleaved(calls, settings.min_time, settings.repeats)
+    timings = timing.time_interleaved(
+        calls, settings.min_time, settings.repeats,
+        min_sample_time=timing.MIN_SAMPLE_SECONDS / 10 if settings.quick else
+        timing.MIN_SAMPLE_SECONDS)
     results = {
         name: {
             "median_s": t.median,

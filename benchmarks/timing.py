@@ -7,8 +7,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-# A sample repeats a fast call until it lasts this long, so timer resolution and loop
-# overhead stay negligible for the microsecond-scale (1, 1000) calls.
+# A sample repeats a fast call until it lasts this long (by default), so timer resolution
+# and loop overhead stay negligible for the microsecond-scale (1, 1000) calls.
 MIN_SAMPLE_SECONDS = 2e-3
 
 
@@ -33,17 +33,18 @@ def _run_sample(call, number):
     return (time.perf_counter() - start) / number
 
 
-def calls_per_sample(call):
-    """How many calls make one sample of at least MIN_SAMPLE_SECONDS (`call` is warm)."""
+def calls_per_sample(call, min_sample_time):
+    """How many calls make one sample of at least `min_sample_time` s (`call` is warm)."""
     number = 1
     while True:
         per_call = _run_sample(call, number)
-        if per_call * number >= MIN_SAMPLE_SECONDS:
+        if per_call * number >= min_sample_time:
             return number
-        number = max(number * 2, math.ceil(MIN_SAMPLE_SECONDS / max(per_call, 1e-9)))
+        number = max(number * 2, math.ceil(min_sample_time / max(per_call, 1e-9)))
 
 
-def time_interleaved(calls, min_time, min_samples, max_samples=1000):
+def time_interleaved(calls, min_time, min_samples, max_samples=1000,
+                     min_sample_time=MIN_SAMPLE_SECONDS):
     """Timings of warm zero-argument `calls` (name -> callable), one sample each per round.
 
     Each round runs every contender once, starting one contender later than the previous
@@ -52,7 +53,8 @@ def time_interleaved(calls, min_time, min_samples, max_samples=1000):
     same number of samples, taken under the same conditions.
     """
     names = list(calls)
-    timings = {name: Timing(calls_per_sample(calls[name]), []) for name in names}
+    timings = {name: Timing(calls_per_sample(calls[name], min_sample_time), [])
+               for name in names}
     budget = min_time * len(names)
 
     gc_was_enabled = gc.isenabled()
