@@ -76,6 +76,10 @@ def print_table(records, contenders):
     print("\nMedian time per call; (ratio) = softmaxc time / peer time, below 1 = softmaxc "
           "faster.")
     _print_rows(records, main, contenders)
+    if any(r["function"] == "cross_entropy_with_grad" and "torch" in r["results"]
+           for r in records):
+        print("cross_entropy_with_grad, PyTorch: autograd forward + backward "
+              "(F.cross_entropy on a leaf with requires_grad, loss.backward()).")
 
     largest = [r for r in records if r["largest_shape"]]
     extra = [n for n, c in contenders.items() if c.largest_shape_only
@@ -94,7 +98,7 @@ def print_table(records, contenders):
             input_bytes = size(r["shape"]) * (4 if r["dtype"] == "float32" else 8)
             peaks = ", ".join(f"{contenders[name].label} {v['peak_bytes'] / input_bytes:.2f}"
                               for name, v in r["results"].items() if "peak_bytes" in v)
-            print(f"  {r['function']} {r['dtype']} threads={r['threads']}: {peaks}")
+            print(f"  {r['function']} {r['dtype']}: {peaks}")
 
 
 # --- the targets of issue 6 ----------------------------------------------------------------
@@ -191,6 +195,7 @@ def document(args, contenders, missing, records, started_at):
             "min_time_s": args.min_time,
             "min_samples": args.repeats,
             "quick": args.quick,
+            "memory": args.memory,
         },
         "contenders": {
             **{name: {"label": c.label, "available": True, "compared_with": c.compare_with}
@@ -226,19 +231,21 @@ def draw_chart(document, path):
     colours = dict(zip(peers, plt.get_cmap("tab10").colors))
 
     figure, axes = plt.subplots(len(functions), len(threads), squeeze=False, sharey=True,
-                                figsize=(6.5 * len(threads), 2.9 * len(functions) + 1.2))
+                                figsize=(max(11.0, 6.5 * len(threads)),
+                                         2.9 * len(functions) + 1.3),
+                                layout="constrained")
     for row, function in enumerate(functions):
         for column, n_threads in enumerate(threads):
             ax = axes[row][column]
             panel = [r for r in records if r["function"] == function
                      and r["threads"] == n_threads]
             names = [n for n in peers if any(n in r["ratios"] for r in panel)]
-            width = 0.8 / max(len(names), 1)
+            bar_width = 0.8 / max(len(names), 1)
             for k, name in enumerate(names):
-                xs = [i + (k - (len(names) - 1) / 2) * width
+                xs = [i + (k - (len(names) - 1) / 2) * bar_width
                       for i, r in enumerate(panel) if name in r["ratios"]]
                 ys = [r["ratios"][name] for r in panel if name in r["ratios"]]
-                ax.bar(xs, ys, width, color=colours[name], label=labels[name])
+                ax.bar(xs, ys, bar_width, color=colours[name], label=labels[name])
             ax.axhline(1.0, color="black", linewidth=0.8)
             ax.set_yscale("log")
             ax.set_xticks(range(len(panel)))
@@ -250,18 +257,16 @@ def draw_chart(document, path):
                 ax.set_ylabel("softmaxc / peer time")
             ax.grid(axis="y", alpha=0.3)
 
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in peers]
     machine = document["machine"]
     figure.suptitle(
-        "softmaxc time / peer time, medians (below 1: softmaxc is faster; the PyTorch out= "
-        "and copy bars compare softmaxc out=)\n"
+        "softmaxc time / peer time, medians (below 1: softmaxc is faster)\n"
+        "PyTorch out= and copy bars: softmaxc out= time / their time\n"
         f"{machine['cpu_model']}, {machine['usable_cpus']} CPUs, "
         f"softmaxc {machine['versions']['softmaxc']}, {document['started'][:10]}",
-        fontsize=10, y=0.995)
-    top = 1 - 0.75 / figure.get_figheight()   # room for the title and the legend
-    figure.legend(handles, [labels[n] for n in peers], loc="upper center", ncol=len(peers),
-                  frameon=False, bbox_to_anchor=(0.5, top + 0.1 / figure.get_figheight()))
-    figure.tight_layout(rect=(0, 0, 1, top - 0.3 / figure.get_figheight()))
+        fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in peers]
+    figure.legend(handles, [labels[n] for n in peers], loc="outside lower center",
+                  frameon=False, ncol=min(len(peers), 6), fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -112,6 +112,7 @@ def parse_args(argv=None):
         args.repeats = 3 if args.quick else 5
     if args.min_time is None:
         args.min_time = 0.02 if args.quick else 0.2
+    args.memory = not args.no_memory
     if min(args.threads) < 1:
         parser.error("--threads: thread counts must be positive")
     return args
@@ -157,7 +158,8 @@ def run_case(case, inputs, contenders, settings):
     """Check every contender against softmaxc, then time the ones that agree.
 
     Returns the JSON record of the case: per contender its timing (and peak memory on the
-    largest shape), the ratios, and the contenders rejected with the reason.
+    largest shape, first thread count), the ratios, and the contenders rejected with the
+    reason.
     """
     calls, rejected, result, reference = {}, {}, None, None
     for name, contender in contenders.items():
@@ -198,7 +200,8 @@ def run_case(case, inputs, contenders, settings):
         }
         for name, t in timings.items()
     }
-    if case.largest_shape and settings.memory:
+    if case.largest_shape and settings.memory and case.threads == settings.threads[0]:
+        # (memory does not depend on the thread count: measured once)
         for name in MEMORY_CONTENDERS:
             if name in calls:
                 results[name]["peak_bytes"] = peak_allocation(calls[name])
@@ -247,7 +250,6 @@ def run(args, contenders):
 
 def main(argv=None):
     args = parse_args(argv)
-    args.memory = not args.no_memory
     contenders, missing = registry.available_contenders()
     progress(f"softmaxc from {registry.softmaxc.__file__}")
     for name, reason in missing.items():

@@ -141,7 +141,6 @@ def test_a_wrong_or_failing_contender_is_reported_and_not_timed(bench):
     }
     case = run.Case("softmax", (4, 6), -1, "float32", 1, largest_shape=False)
     settings = run.parse_args(["--quick", "--min-time", "0", "--repeats", "1"])
-    settings.memory = False
     record = run.run_case(case, contenders.make_inputs((4, 6), -1, "float32"), candidates,
                           settings)
     assert set(record["results"]) == {"softmaxc", "numpy"}
