@@ -91,7 +91,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=comma_list(int), default=[1, 2],
                         help="thread counts for softmaxc and PyTorch (default: 1,2)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="minimum samples per contender and case (default 5; quick 3)")
+                        help="minimum samples per contender and case (default 3; quick 2)")
     parser.add_argument("--min-time", type=float, default=None,
                         help="seconds of timing per contender and case, on average "
                              "(default 0.2; quick 0.02)")
@@ -109,7 +109,7 @@ def parse_args(argv=None):
         args.shapes = [parse_shape(s) for s in (QUICK_SHAPES if args.quick else
                                                  DEFAULT_SHAPES).split(",")]
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 5
+        args.repeats = 2 if args.quick else 3
     if args.min_time is None:
         args.min_time = 0.02 if args.quick else 0.2
     args.memory = not args.no_memory

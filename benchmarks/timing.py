@@ -33,13 +33,14 @@ def _run_sample(call, number):
     return (time.perf_counter() - start) / number
 
 
-def calls_per_sample(call, min_sample_time):
-    """How many calls make one sample of at least `min_sample_time` s (`call` is warm)."""
+def calibrate(call, min_sample_time):
+    """A Timing whose calls per sample make a sample last at least `min_sample_time`
+    seconds, holding its first sample (the last calibration run).  `call` is warm."""
     number = 1
     while True:
         per_call = _run_sample(call, number)
         if per_call * number >= min_sample_time:
-            return number
+            return Timing(number, [per_call])
         number = max(number * 2, math.ceil(min_sample_time / max(per_call, 1e-9)))
 
 
@@ -48,13 +49,12 @@ def time_interleaved(calls, min_time, min_samples, max_samples=1000,
     """Timings of warm zero-argument `calls` (name -> callable), one sample each per round.
 
     Each round runs every contender once, starting one contender later than the previous
-    round.  Rounds go on until there are `min_samples` of them and they took `min_time`
-    seconds per contender in total (or there are `max_samples`): every contender gets the
-    same number of samples, taken under the same conditions.
+    round; the first round is the calibration of the calls per sample.  Rounds go on until
+    there are `min_samples` of them and they took `min_time` seconds per contender in total
+    (or there are `max_samples`): every contender gets the same number of samples, taken
+    under the same conditions.
     """
     names = list(calls)
-    timings = {name: Timing(calls_per_sample(calls[name], min_sample_time), [])
-               for name in names}
     budget = min_time * len(names)
 
     gc_was_enabled = gc.isenabled()
@@ -62,7 +62,8 @@ def time_interleaved(calls, min_time, min_samples, max_samples=1000,
     gc.disable()
     try:
         start_time = time.perf_counter()
-        rounds = 0
+        timings = {name: calibrate(calls[name], min_sample_time) for name in names}
+        rounds = 1   # calibration ran each contender once, in turn
         while rounds < max_samples and (
             rounds < min_samples or time.perf_counter() - start_time < budget
         ):
