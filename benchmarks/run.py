@@ -80,14 +80,15 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Shapes are written 256x1000; append :AXIS for another class axis "
-               f"(64x1000x16:1). Default shapes: {DEFAULT_SHAPES}",
+               f"(64x1000x16:1). Default shapes: {DEFAULT_SHAPES}; with --quick: "
+               f"{QUICK_SHAPES}.",
     )
     parser.add_argument("--functions", type=comma_list(str.strip, registry.FUNCTIONS),
                         default=list(registry.FUNCTIONS), help="comma-separated (default: all)")
     parser.add_argument("--shapes", type=comma_list(parse_shape), default=None,
                         help="comma-separated shapes (default: the list below)")
     parser.add_argument("--dtypes", type=comma_list(str.strip, ("float32", "float64")),
-                        default=["float32", "float64"])
+                        default=["float32", "float64"], help="comma-separated (default: both)")
     parser.add_argument("--threads", type=comma_list(int), default=[1, 2],
                         help="thread counts for softmaxc and PyTorch (default: 1,2)")
     parser.add_argument("--repeats", type=int, default=None,
