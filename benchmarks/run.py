@@ -114,6 +114,7 @@ def parse_args(argv=None):
     if args.min_time is None:
         args.min_time = 0.02 if args.quick else 0.2
     args.memory = not args.no_memory
+    args.min_sample_time = timing.MIN_SAMPLE_SECONDS / (10 if args.quick else 1)
     if min(args.threads) < 1:
         parser.error("--threads: thread counts must be positive")
     return args
@@ -155,14 +156,10 @@ def peak_allocation(call):
 MEMORY_CONTENDERS = ("softmaxc", "softmaxc_out", "numpy", "scipy")
 
 
-def run_case(case, inputs, contenders, settings):
-    """Check every contender against softmaxc, then time the ones that agree.
-
-    Returns the JSON record of the case: per contender its timing (and peak memory on the
-    largest shape, first thread count), the ratios, and the contenders rejected with the
-    reason.
-    """
-    calls, rejected, result, reference = {}, {}, None, None
+def checked_calls(case, inputs, contenders):
+    """The calls of the contenders that agree with softmaxc on this case (each called once:
+    that is also its warm-up), and the reason for each that does not or cannot run."""
+    calls, rejected, reference = {}, {}, None
     for name, contender in contenders.items():
         if contender.largest_shape_only and not case.largest_shape:
             continue
@@ -170,7 +167,7 @@ def run_case(case, inputs, contenders, settings):
         if call is None:
             continue
         try:
-            result = call()   # also the warm-up (JIT compilation, first-touch of outputs)
+            result = call()   # also the warm-up (JIT compilation, first touch of outputs)
         except Exception as exc:   # a peer that cannot run this case is reported, not fatal
             if name == "softmaxc":
                 raise
@@ -184,14 +181,22 @@ def run_case(case, inputs, contenders, settings):
                 rejected[name] = f"disagrees with softmaxc: {problem}"
                 continue
         calls[name] = call
-    del result, reference
+    return calls, rejected
+
+
+def run_case(case, inputs, contenders, settings):
+    """Check every contender against softmaxc, then time the ones that agree.
+
+    Returns the JSON record of the case: per contender its timing (and peak memory on the
+    largest shape, first thread count), the ratios, and the contenders rejected with the
+    reason.
+    """
+    calls, rejected = checked_calls(case, inputs, contenders)
     for name, reason in rejected.items():
         progress(f"    {name} NOT TIMED: {reason}")
 
-    timings = timing.time_interleaved(
-        calls, settings.min_time, settings.repeats,
-        min_sample_time=timing.MIN_SAMPLE_SECONDS / 10 if settings.quick else
-        timing.MIN_SAMPLE_SECONDS)
+    timings = timing.time_interleaved(calls, settings.min_time, settings.repeats,
+                                      min_sample_time=settings.min_sample_time)
     results = {
         name: {
             "median_s": t.median,
