@@ -82,17 +82,22 @@ def test_quick_run_writes_results_and_chart(tmp_path):
             assert case["results"]["softmaxc"]["peak_bytes"] > 0
 
 
-def test_issue_3_options_without_chart(tmp_path):
-    completed = quick_run(tmp_path, "--functions", "cross_entropy_with_grad", "--shapes",
-                          "4x10", "--dtypes", "float32,float64", "--threads", "1,2",
-                          "--no-chart")
+def test_issue_3_options_without_chart(bench, tmp_path, capsys):
+    run, _ = bench
+    results = tmp_path / "results.json"
+    assert run.main(["--functions", "cross_entropy_with_grad", "--shapes", "4x10", "--dtypes",
+                     "float32,float64", "--threads", "1,2", "--quick", "--min-time", "0",
+                     "--json", str(results), "--chart", str(tmp_path / "chart.png"),
+                     "--no-chart"]) == 0
     assert not (tmp_path / "chart.png").exists()
-    document = json.loads((tmp_path / "results.json").read_text())
+    document = json.loads(results.read_text())
     assert [(c["dtype"], c["threads"]) for c in document["cases"]] == [
         ("float32", 1), ("float64", 1), ("float32", 2), ("float64", 2)]
-    assert "NumPy" in completed.stdout
+    table = capsys.readouterr().out
+    assert "NumPy" in table
     if document["contenders"]["torch"]["available"]:
         assert all("torch" in case["ratios"] for case in document["cases"])
+        assert "autograd forward + backward" in table
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
