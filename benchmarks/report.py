@@ -222,6 +222,7 @@ def draw_chart(document, path):
         return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     records = document["cases"]
     functions = list(dict.fromkeys(r["function"] for r in records))
@@ -248,6 +249,7 @@ def draw_chart(document, path):
                 ax.bar(xs, ys, bar_width, color=colours[name], label=labels[name])
             ax.axhline(1.0, color="black", linewidth=0.8)
             ax.set_yscale("log")
+            ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())   # decades only
             ax.set_xticks(range(len(panel)))
             ax.set_xticklabels([f"{shape_label(r['shape'], r['axis'])}\n{r['dtype']}"
                                 for r in panel], fontsize=7, rotation=45, ha="right")
