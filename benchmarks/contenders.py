@@ -236,20 +236,24 @@ class Contender:
     largest_shape_only: bool = False
     verified: bool = True      # False only for the copy baseline (not a softmax)
     setup: object = None       # called once with the imported module
+    note: str = ""
 
 
 CONTENDERS = (
     Contender("softmaxc", "softmaxc", softmaxc_call, compare_with=None),
     Contender("numpy", "NumPy", numpy_call),
     Contender("scipy", "SciPy", scipy_call, module="scipy.special"),
-    Contender("torch", "PyTorch", torch_call, module="torch"),
-    Contender("jax", "JAX", jax_call, module="jax", setup=_jax_setup),
+    Contender("torch", "PyTorch", torch_call, module="torch",
+              note="cross_entropy_with_grad: autograd forward + backward"),
+    Contender("jax", "JAX", jax_call, module="jax", setup=_jax_setup,
+              note="jit-compiled; XLA's own thread pool (the thread count does not apply)"),
     Contender("softmaxc_out", "softmaxc out=", softmaxc_out_call, compare_with=None,
               largest_shape_only=True),
     Contender("torch_out", "PyTorch out=", torch_out_call, module="torch",
               compare_with="softmaxc_out", largest_shape_only=True),
     Contender("copy", "copy (np.copyto)", copy_call, compare_with="softmaxc_out",
-              largest_shape_only=True, verified=False),
+              largest_shape_only=True, verified=False,
+              note="memory-bandwidth floor: the input's bytes copied, not checked"),
 )
 
 

@@ -198,7 +198,8 @@ def document(args, contenders, missing, records, started_at):
             "memory": args.memory,
         },
         "contenders": {
-            **{name: {"label": c.label, "available": True, "compared_with": c.compare_with}
+            **{name: {"label": c.label, "available": True, "compared_with": c.compare_with,
+                      "note": c.note}
                for name, c in contenders.items()},
             **{name: {"available": False, "reason": reason} for name, reason in missing.items()},
         },
