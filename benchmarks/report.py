@@ -253,13 +253,12 @@ def draw_chart(document, path):
             ax = axes[row][column]
             panel = [r for r in records if r["function"] == function
                      and r["threads"] == n_threads]
-            names = [n for n in peers if any(n in r["ratios"] for r in panel)]
-            bar_width = 0.8 / max(len(names), 1)
-            for k, name in enumerate(names):
-                xs = [i + (k - (len(names) - 1) / 2) * bar_width
-                      for i, r in enumerate(panel) if name in r["ratios"]]
-                ys = [r["ratios"][name] for r in panel if name in r["ratios"]]
-                ax.bar(xs, ys, bar_width, color=colours[name], label=labels[name])
+            bar_width = 0.8 / max([1] + [len(r["ratios"]) for r in panel])
+            for i, record in enumerate(panel):   # a group of bars per case, centred on i
+                names = [n for n in peers if n in record["ratios"]]
+                for k, name in enumerate(names):
+                    ax.bar(i + (k - (len(names) - 1) / 2) * bar_width, record["ratios"][name],
+                           bar_width, color=colours[name])
             ax.axhline(1.0, color="black", linewidth=0.8)
             ax.set_yscale("log")
             ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())   # decades only
