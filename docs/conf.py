@@ -65,15 +65,15 @@ math_eqref_format = "({number})"
 # missing package cannot silently fall back to Sphinx's CDN default).
 mathjax_path = "mathjax/tex-chtml.js"
 
-# The performance page shows the benchmark figure when the benchmark script has written
-# it, and says how to produce it otherwise (the build never depends on a benchmark run).
-BENCHMARK_FIGURE = DOCS / "_static" / "benchmark.png"
-if BENCHMARK_FIGURE.exists():
-    _benchmark = "![softmaxc against NumPy, SciPy and PyTorch](_static/benchmark.png)"
+# The performance page shows the benchmark chart when benchmarks/run.py has written it,
+# and says how to produce it otherwise (the build never depends on a benchmark run).
+BENCHMARK_CHART = DOCS / "_static" / "benchmark.png"
+if BENCHMARK_CHART.exists():
+    _benchmark = "![softmaxc's time against its peers'](_static/benchmark.png)"
 else:
     _benchmark = (
-        "The benchmark figure has not been produced in this checkout: run the benchmark "
-        "script in `benchmarks/` (it writes `docs/_static/benchmark.png`) and build again."
+        "No chart has been produced in this checkout yet: run `python benchmarks/run.py` "
+        "(it writes `docs/_static/benchmark.png`) and build the documentation again."
     )
 myst_substitutions = {"version": release, "benchmark_figure": _benchmark}
 

@@ -26,7 +26,7 @@ def softmax_against_beta():
     ax.set_ylabel("$p_i = \\mathrm{softmax}(\\beta x)_i$")
     ax.set_ylim(0.0, 1.0)
     ax.set_xlim(betas[0], betas[-1])
-    ax.legend(loc="upper left", frameon=False)
+    ax.legend(loc="center right", frameon=False)
     ax.grid(alpha=0.3)
 
 
