@@ -16,9 +16,9 @@ import sys
 DOCS = pathlib.Path(__file__).resolve().parent
 ROOT = DOCS.parent
 
-# Document this checkout's softmaxc (its compiled modules must be built): the API pages and
-# the build-time figures import it, and docs/figures.py is imported by the plot directive.
-sys.path[:0] = [str(ROOT), str(DOCS)]
+# Document this checkout's softmaxc (its compiled modules must be built): the API page and
+# the build-time figures import it.
+sys.path.insert(0, str(ROOT))
 
 import softmaxc  # noqa: E402
 
@@ -61,8 +61,8 @@ myst_heading_anchors = 3
 math_numfig = True
 math_eqref_format = "({number})"
 
-# The local MathJax (sphinx-mathjax-offline sets the same path; stated here so that a
-# missing package cannot silently fall back to Sphinx's CDN default).
+# The local MathJax (sphinx-mathjax-offline sets the same path; stated here too, so that the
+# pages never point at Sphinx's default, a CDN).
 mathjax_path = "mathjax/tex-chtml.js"
 
 # The performance page shows the benchmark chart when benchmarks/run.py has written it,
@@ -82,7 +82,6 @@ autosummary_generate = False  # docs/api.md documents every object on the page i
 autodoc_typehints = "none"  # the numpydoc Parameters sections carry the types
 autodoc_preserve_defaults = True
 numpydoc_show_class_members = False
-numpydoc_validation_checks = set()
 
 # -- Build-time figures (matplotlib plot directive) ----------------------------------------
 plot_basedir = str(DOCS)
@@ -97,16 +96,14 @@ html_theme = "pydata_sphinx_theme"
 html_title = f"softmaxc {release}"
 html_static_path = ["_static"]
 html_css_files = ["softmaxc.css"]
-html_last_updated_fmt = None
 html_theme_options = {
     "logo": {"text": f"softmaxc {release}"},
-    "navigation_with_keys": False,
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],
     "footer_end": [],
 }
-html_show_sphinx = False  # its footer links to a remote site; the built pages link nowhere
+html_show_sphinx = False  # its footer would link to a remote site
 html_sidebars = {"index": [], "api": [], "gallery": [], "performance": []}
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True

@@ -44,6 +44,7 @@ NOT_PROSE = {"script", "style", "pre", "code", "textarea", "noscript", "template
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}
 REMOTE = re.compile(r"^\s*(https?:)?//", re.I)
+CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])([^'")\s]+)""")
 
 
 def _unavailable(reason):
@@ -150,10 +151,13 @@ class _Page(html.parser.HTMLParser):
             self.typeset += 1
         if tag == "mjx-merror" or "data-mjx-error" in attrs:
             self.errors += 1
-        for name in ("src", "srcset", "data", "poster", "action") + (("href",) * (tag != "a")):
-            if attrs.get(name):
-                self.loads.append(attrs[name])
-        self.loads += re.findall(r"url\(\s*['\"]?([^'\")]+)", attrs.get("style") or "")
+        fetched = ["src", "data", "poster", "action"]
+        if tag != "a":  # following a link is not loading it
+            fetched.append("href")
+        self.loads += [attrs[name] for name in fetched if attrs.get(name)]
+        self.loads += [entry.split()[0] for entry in (attrs.get("srcset") or "").split(",")
+                       if entry.strip()]
+        self.loads += CSS_URL.findall(attrs.get("style") or "")
         if tag == "dt":
             self.dt_id = attrs.get("id")
             if self.dt_id:
@@ -170,7 +174,7 @@ class _Page(html.parser.HTMLParser):
 
     def handle_data(self, data):
         if "style" in self.open:
-            self.loads += re.findall(r"url\(\s*['\"]?([^'\")]+)|@import\s+['\"]([^'\"]+)", data)
+            self.loads += CSS_URL.findall(data)
         if self.dt_id:
             self.ids[self.dt_id] += data
         if not NOT_PROSE.intersection(self.open):
@@ -354,13 +358,10 @@ def test_pages_load_nothing_remote(site):
     remote = []
     for page in _pages(html_dir):
         for url in _Page(page.read_text(encoding="utf-8")).loads:
-            url = url if isinstance(url, str) else "".join(url)
             if REMOTE.match(url):
                 remote.append(f"{page.relative_to(html_dir)}: {url}")
     for css in (html_dir / "_static").rglob("*.css"):
-        for match in re.findall(r"url\(\s*['\"]?([^'\")]+)|@import\s+['\"]([^'\"]+)",
-                                css.read_text(encoding="utf-8", errors="replace")):
-            url = "".join(match)
+        for url in CSS_URL.findall(css.read_text(encoding="utf-8", errors="replace")):
             if REMOTE.match(url):
                 remote.append(f"{css.relative_to(html_dir)}: {url}")
     assert not remote, "\n".join(remote)
