@@ -21,6 +21,8 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 
 import softmaxc  # noqa: E402
+from docutils import nodes  # noqa: E402
+from sphinx.transforms import SphinxTransform  # noqa: E402
 
 
 def _release():
@@ -107,3 +109,34 @@ html_show_sphinx = False  # its footer would link to a remote site
 html_sidebars = {"index": [], "api": [], "gallery": [], "performance": []}
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
+
+
+# -- Typography ------------------------------------------------------------------------------
+class KeepPunctuationWithMath(SphinxTransform):
+    """Glue the punctuation that follows inline math to it (``$p$,`` ``$y$:``): the browser
+    may otherwise break the line between MathJax's box and the comma."""
+
+    default_priority = 800
+    PUNCTUATION = re.compile(r"^[.,;:!?)\]]+")
+
+    def apply(self):
+        for math in list(self.document.findall(nodes.math)):
+            following = math.next_node(descend=False, siblings=True)
+            if not isinstance(following, nodes.Text):
+                continue
+            glued = self.PUNCTUATION.match(str(following))
+            if not glued:
+                continue
+            rest = str(following)[glued.end():]
+            parent = math.parent
+            group = nodes.inline(classes=["nowrap"])
+            parent.replace(math, group)
+            group += [math, nodes.Text(glued.group())]
+            if rest:
+                parent.replace(following, nodes.Text(rest))
+            else:
+                parent.remove(following)
+
+
+def setup(app):
+    app.add_transform(KeepPunctuationWithMath)
