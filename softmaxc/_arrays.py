@@ -159,7 +159,8 @@ def check_out(out, shape, dtype, name="out"):
         raise ValueError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
-    if any(stride == 0 and length > 1 for stride, length in zip(out.strides, out.shape)):
+    if out.size and any(stride == 0 and length > 1
+                        for stride, length in zip(out.strides, out.shape)):
         raise ValueError(
             f"{name} has a zero stride (a broadcast view): its elements overlap each other"
         )

@@ -130,12 +130,14 @@ def softmax_backward_oracle(g, p, beta=1.0):
         return np.where(p != 0, beta * p * (g - s), 0.0)
 
 
-def log_softmax_backward_oracle(g, log_p, beta=1.0):
-    """Entries with log p = -inf are outside the graph (as softmax_backward_oracle)."""
+def log_softmax_backward_oracle(g, log_p, beta=1.0, exp_dtype=np.float64):
+    """Entries with log p = -inf are outside the graph (as softmax_backward_oracle).
+    `exp_dtype`: the precision exp(log p) is taken in (the compute dtype)."""
     kept = log_p != -np.inf
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         total = np.sum(np.where(kept, g, 0.0), axis=-1, keepdims=True)
-        return np.where(kept, beta * (g - np.exp(log_p) * total), 0.0)
+        probs = np.exp(log_p.astype(exp_dtype)).astype(np.float64)
+        return np.where(kept, beta * (g - probs * total), 0.0)
 
 
 def _cross_entropy_parts(x, q, weight, beta):
