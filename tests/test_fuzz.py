@@ -34,7 +34,9 @@ from tests.oracles import (
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]
 settings.register_profile("fuzz-normal", max_examples=60, deadline=None, phases=PHASES,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("fuzz-long", max_examples=10**9, deadline=None, phases=PHASES,
+# scripts/fuzz.py: batches of FUZZ_EXAMPLES examples, each run with a fresh seed.
+settings.register_profile("fuzz-long", max_examples=int(os.environ.get("FUZZ_EXAMPLES", 300)),
+                          deadline=None, phases=PHASES, database=None,
                           suppress_health_check=list(HealthCheck))
 fuzz_settings = settings.get_profile(
     "fuzz-long" if os.environ.get("FUZZ_PROFILE") == "long" else "fuzz-normal")
