@@ -115,10 +115,14 @@ def check_n_threads(n_threads):
 
 
 def threads_for(n_threads, rows, n):
-    """Threads actually used: one for small work, never more than there are rows."""
-    if rows * n < MIN_PARALLEL_ELEMENTS:
+    """Threads actually used: one for small work, never more than there are rows, and one
+    in a child forked after a parallel call (see _config.serial_only)."""
+    if rows * n < MIN_PARALLEL_ELEMENTS or _config.serial_only:
         return 1
-    return max(1, min(n_threads, rows, MAX_THREADS))
+    threads = max(1, min(n_threads, rows, MAX_THREADS))
+    if threads > 1:
+        _config.threads_started = True
+    return threads
 
 
 def as_rows(arr, axis, dtype):
