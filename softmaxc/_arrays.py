@@ -7,6 +7,7 @@ checks are off in the kernels, so nothing unvalidated may pass through this modu
 
 import math
 import operator
+import os
 
 import numpy as np
 
@@ -19,6 +20,11 @@ from softmaxc import _config
 
 # Below this many elements a call runs on one thread: waking a team costs more than it saves.
 MIN_PARALLEL_ELEMENTS = 1 << 14
+
+# Most threads a call starts, whatever n_threads asks: libgomp ends the whole process when
+# it cannot create a thread, so n_threads=10**6 must not reach it.  Results are bitwise
+# identical for every thread count, so the ceiling changes nothing but speed.
+MAX_THREADS = max(256, 4 * (os.cpu_count() or 1))
 
 _REJECTED_KINDS = {
     "c": "complex",
@@ -71,12 +77,24 @@ def check_axis(axis, ndim):
 
 def check_beta(beta):
     """`beta` as a Python float; non-finite values raise ValueError."""
-    if np.ndim(beta) != 0 or isinstance(beta, (str, bytes, complex, np.complexfloating)):
-        raise TypeError(f"beta must be a real scalar, got {beta!r}")
-    beta = float(beta)
-    if not math.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
-    return beta
+    return real_scalar(beta, "beta", finite=True)
+
+
+def real_scalar(value, name, finite=False):
+    """`value` as a Python float; TypeError for anything but a real scalar, ValueError
+    for a non-finite one when `finite` (a Python int too large for a float counts)."""
+    if (np.ndim(value) != 0 or value is None
+            or isinstance(value, (str, bytes, complex, np.complexfloating))):
+        raise TypeError(f"{name} must be a real scalar, got {value!r}")
+    try:
+        result = float(value)
+    except OverflowError:
+        result = math.inf if value > 0 else -math.inf
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real scalar, got {value!r}") from None
+    if finite and not math.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {result}")
+    return result
 
 
 def check_n_threads(n_threads):
@@ -97,10 +115,14 @@ def check_n_threads(n_threads):
 
 
 def threads_for(n_threads, rows, n):
-    """Threads actually used: one for small work, never more than there are rows."""
-    if rows * n < MIN_PARALLEL_ELEMENTS:
+    """Threads actually used: one for small work, never more than there are rows, and one
+    in a child forked after a parallel call (see _config.serial_only)."""
+    if rows * n < MIN_PARALLEL_ELEMENTS or _config.serial_only:
         return 1
-    return max(1, min(n_threads, rows, 2**31 - 1))
+    threads = max(1, min(n_threads, rows, MAX_THREADS))
+    if threads > 1:
+        _config.threads_started = True
+    return threads
 
 
 def as_rows(arr, axis, dtype):
@@ -141,6 +163,11 @@ def check_out(out, shape, dtype, name="out"):
         raise ValueError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if out.size and any(stride == 0 and length > 1
+                        for stride, length in zip(out.strides, out.shape)):
+        raise ValueError(
+            f"{name} has a zero stride (a broadcast view): its elements overlap each other"
+        )
     return out
 
 
@@ -148,6 +175,8 @@ def kernel_target(target, dtype, inputs, rows_shape):
     """A (rows, n) array the kernel may write directly: a view of `target` when its layout
     allows and it does not overlap any input except as an exact in-place alias; otherwise
     a fresh buffer, to be copied into `target` afterwards (see `finish`).
+
+    `inputs` are everything the kernel reads (None entries are skipped).
 
     Returns (buffer, direct)."""
     direct = (
@@ -159,7 +188,7 @@ def kernel_target(target, dtype, inputs, rows_shape):
     if direct:
         view = target.reshape(rows_shape)
         for arr in inputs:
-            if np.may_share_memory(view, arr) and not _same_layout(view, arr):
+            if arr is not None and np.may_share_memory(view, arr) and not _same_layout(view, arr):
                 direct = False
                 break
     if direct:

@@ -21,7 +21,7 @@ def _rowwise(kernel, x, axis, beta, where, out, n_threads):
         return out
     rows = _arrays.as_rows(arr, axis, compute_dtype)
     target = np.moveaxis(out, axis, -1)
-    buffer, direct = _arrays.kernel_target(target, compute_dtype, [rows], rows.shape)
+    buffer, direct = _arrays.kernel_target(target, compute_dtype, [rows, keep], rows.shape)
     kernel(rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
     _arrays.finish(target, buffer, direct)
     return out
@@ -168,7 +168,7 @@ def logsumexp(x, axis=-1, *, beta=1.0, keepdims=False, where=None, out=None, n_t
         out[...] = -np.inf
         return out
     rows = _arrays.as_rows(arr, axis, compute_dtype)
-    buffer, direct = _arrays.kernel_target(out, compute_dtype, [rows], (rows.shape[0],))
+    buffer, direct = _arrays.kernel_target(out, compute_dtype, [rows, keep], (rows.shape[0],))
     kernels.logsumexp_rows(rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
     _arrays.finish(out, buffer, direct)
     return out
