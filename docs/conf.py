@@ -106,7 +106,8 @@ html_theme_options = {
     "footer_end": [],
 }
 html_show_sphinx = False  # its footer would link to a remote site
-html_sidebars = {"index": [], "api": [], "gallery": [], "performance": []}
+# Pages without subpages need no section navigation: their text and tables get the width.
+html_sidebars = {"index": [], "numerics": [], "api": [], "gallery": [], "performance": []}
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
 
