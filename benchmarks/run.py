@@ -140,26 +140,28 @@ def thread_limit(threads):
                 torch.set_num_threads(saved)
 
 
-def peak_allocation(call):
-    """Bytes allocated at the peak of one call, its result included: what tracemalloc
-    sees, i.e. NumPy array data and Python objects (not PyTorch's or XLA's allocators)."""
+def call_once(call, measure_memory):
+    """(result, peak bytes allocated during the call or None).  The peak includes the
+    result and is what tracemalloc sees: NumPy array data and Python objects, not
+    PyTorch's or XLA's allocators."""
+    if not measure_memory:
+        return call(), None
     tracemalloc.start()
     try:
         result = call()
-        peak = tracemalloc.get_traced_memory()[1]
+        return result, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    del result
-    return peak
 
 
 MEMORY_CONTENDERS = ("softmaxc", "softmaxc_out", "numpy", "scipy")
 
 
-def checked_calls(case, inputs, contenders):
-    """The calls of the contenders that agree with softmaxc on this case (each called once:
-    that is also its warm-up), and the reason for each that does not or cannot run."""
-    calls, rejected, reference = {}, {}, None
+def checked_calls(case, inputs, contenders, measure_memory=False):
+    """The calls of the contenders that agree with softmaxc on this case, the reason for
+    each that does not or cannot run, and (with `measure_memory`) the peak memory of the
+    MEMORY_CONTENDERS.  Each contender is called once here: that is also its warm-up."""
+    calls, rejected, peaks, reference = {}, {}, {}, None
     for name, contender in contenders.items():
         if contender.largest_shape_only and not case.largest_shape:
             continue
@@ -167,7 +169,7 @@ def checked_calls(case, inputs, contenders):
         if call is None:
             continue
         try:
-            result = call()   # also the warm-up (JIT compilation, first touch of outputs)
+            result, peak = call_once(call, measure_memory and name in MEMORY_CONTENDERS)
         except Exception as exc:   # a peer that cannot run this case is reported, not fatal
             if name == "softmaxc":
                 raise
@@ -181,17 +183,21 @@ def checked_calls(case, inputs, contenders):
                 rejected[name] = f"disagrees with softmaxc: {problem}"
                 continue
         calls[name] = call
-    return calls, rejected
+        if peak is not None:
+            peaks[name] = peak
+    return calls, rejected, peaks
 
 
 def run_case(case, inputs, contenders, settings):
     """Check every contender against softmaxc, then time the ones that agree.
 
     Returns the JSON record of the case: per contender its timing (and peak memory on the
-    largest shape, first thread count), the ratios, and the contenders rejected with the
-    reason.
+    largest shape, first thread count: memory does not depend on threads), the ratios, and
+    the contenders rejected with the reason.
     """
-    calls, rejected = checked_calls(case, inputs, contenders)
+    measure_memory = (case.largest_shape and settings.memory
+                      and case.threads == settings.threads[0])
+    calls, rejected, peaks = checked_calls(case, inputs, contenders, measure_memory)
     for name, reason in rejected.items():
         progress(f"    {name} NOT TIMED: {reason}")
 
@@ -206,11 +212,8 @@ def run_case(case, inputs, contenders, settings):
         }
         for name, t in timings.items()
     }
-    if case.largest_shape and settings.memory and case.threads == settings.threads[0]:
-        # (memory does not depend on the thread count: measured once)
-        for name in MEMORY_CONTENDERS:
-            if name in calls:
-                results[name]["peak_bytes"] = peak_allocation(calls[name])
+    for name, peak in peaks.items():
+        results[name]["peak_bytes"] = peak
     ratios = {
         name: results[contender.compare_with]["median_s"] / results[name]["median_s"]
         for name, contender in contenders.items()

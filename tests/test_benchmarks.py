@@ -80,6 +80,10 @@ def test_quick_run_writes_results_and_chart(tmp_path):
         assert ("copy" in case["results"]) == (case["largest_shape"] and preallocated)
         if case["largest_shape"]:
             assert case["results"]["softmaxc"]["peak_bytes"] > 0
+    for check in document["targets"]:   # the issue-6 targets that apply, met or not
+        assert check["met"] == (check["ratio"] <= check["limit"])
+    if contenders["torch"]["available"]:
+        assert any(check["target"] == "<= 0.75x PyTorch" for check in document["targets"])
 
 
 def test_issue_3_options_without_chart(bench, tmp_path, capsys):
