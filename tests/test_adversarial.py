@@ -550,3 +550,14 @@ def test_adversarial(api, case, dtype, tmp_path):
     for index, (value, saved) in enumerate(zip(inputs, before)):
         if index not in cell.aliased:
             assert snapshot(value) == saved, f"{what}: input {index} was modified"
+
+
+@pytest.mark.xfail(strict=True, reason="known kernel bug, fixed on the kernel branch: in place "
+                   "(out=logits) with beta != 1, the compensated sum re-reads x_i after "
+                   "writing exp(w_i) over it")
+@pytest.mark.parametrize("beta", [-1.0, 0.5, 2.0])
+def test_in_place_cross_entropy_grad_with_beta(beta):
+    x = np.array([[0.0, 0.0], [3.0, -2.0]])
+    expected = softmaxc.cross_entropy_grad(x, [0, 0], beta=beta)
+    softmaxc.cross_entropy_grad(x, [0, 0], beta=beta, out=x)
+    np.testing.assert_allclose(x, expected, rtol=1e-12)
