@@ -99,12 +99,11 @@ run_bounds() {
 }
 
 # The subset valgrind runs (it is ~50x slower): every public function on every adversarial
-# input class, the special-value and layout tests of each family, and the threads tests.
+# input class (special values, shapes, layouts, out= aliasing, bad labels), and the
+# Hypothesis properties (random layouts, axes, masks, options).
 VALGRIND_TESTS=(
     tests/test_adversarial.py
-    tests/test_softmax_family.py
-    tests/test_cross_entropy.py
-    tests/test_derivatives.py
+    tests/test_fuzz.py
 )
 
 run_valgrind() {
