@@ -17,7 +17,8 @@ set -uo pipefail
 mode=${1:-all}
 shift || true
 root=$(cd "$(dirname "$0")/.." && pwd)
-python=${PYTHON:-python3}
+# The interpreter itself, not a wrapper script (pyenv shims): valgrind must run Python.
+python=$("${PYTHON:-python3}" -c "import sys; print(sys.executable)")
 status=0
 
 # A copy of the tracked and new (not ignored) files: no build products.
