@@ -171,6 +171,11 @@ for example in examples[:5]:
 EOF
 )
     read -r all_errors softmaxc_errors <<<"$counts"
+    local canary
+    canary=$(cd "$dir" && PYTHONPATH="$dir" valgrind --tool=memcheck "$python" -c "$CANARY" 2>&1 \
+             | grep -A8 "Invalid write" | grep -c -E "_kernels|_rowops")
+    echo "valgrind: self-check: the deliberate overflow was reported: $([[ $canary -gt 0 ]] && echo yes || echo NO)"
+    [[ $canary -gt 0 ]] || status=1
     echo "valgrind: pytest exit $rc: $(outcome "$dir/pytest.log")"
     echo "valgrind: memcheck errors with a softmaxc frame: $softmaxc_errors" \
          "(all errors, CPython/NumPy included: $all_errors; logs: $dir/valgrind.*.log)"
