@@ -17,7 +17,8 @@ set -uo pipefail
 mode=${1:-all}
 shift || true
 root=$(cd "$(dirname "$0")/.." && pwd)
-python=${PYTHON:-python3}
+# The interpreter itself, not a wrapper script (pyenv shims): valgrind must run Python.
+python=$("${PYTHON:-python3}" -c "import sys; print(sys.executable)")
 status=0
 
 # A copy of the tracked and new (not ignored) files: no build products.
@@ -38,6 +39,14 @@ build() {   # build DIR [env assignments...]
         return 1
     }
 }
+
+# A deliberate out-of-bounds write: a kernel called directly (bypassing the Python layer's
+# validation) with an output one row short.  The instrumented build must catch it.
+CANARY='
+import numpy as np
+from softmaxc import _softmax_kernels
+_softmax_kernels.softmax_rows(np.zeros((64, 50)), np.zeros((1, 50)), 1.0, None, 1)
+'
 
 # pytest's "N passed, M failed ..." line from a log.
 outcome() { grep -E "^[=]* ?[0-9]+ (passed|failed)|[0-9]+ passed" "$1" | tail -1; }
@@ -75,6 +84,13 @@ run_asan() {
     local asan_reports ubsan_reports
     asan_reports=$(cat "$dir"/asan-report.* 2>/dev/null | grep -c "ERROR: AddressSanitizer")
     ubsan_reports=$(cat "$dir"/ubsan-report.* 2>/dev/null | grep -c "runtime error:")
+    local canary
+    (cd "$dir" && env LD_PRELOAD="$libasan" PYTHONPATH="$dir" \
+        ASAN_OPTIONS="detect_leaks=0:log_path=$dir/canary-report" "$python" -c "$CANARY" \
+        >/dev/null 2>&1)
+    canary=$(cat "$dir"/canary-report.* 2>/dev/null | grep -c "ERROR: AddressSanitizer")
+    echo "asan: self-check: the deliberate overflow was reported: $([[ $canary -gt 0 ]] && echo yes || echo NO)"
+    [[ $canary -gt 0 ]] || status=1
     echo "asan: pytest exit $rc: $(outcome "$dir/pytest.log")"
     echo "asan: AddressSanitizer reports: $asan_reports, UBSan reports: $ubsan_reports" \
          "(logs: $dir/asan-report.*, $dir/ubsan-report.*)"
@@ -94,17 +110,19 @@ run_bounds() {
     # A bounds-check failure in a kernel surfaces as an IndexError raised from a .pyx line.
     index_errors=$(grep -c -E "Out of bounds on buffer access|\.pyx\", line .*IndexError" \
                    "$dir/pytest.log")
+    local canary
+    canary=$(cd "$dir" && PYTHONPATH="$dir" "$python" -c "$CANARY" 2>&1 | grep -c "IndexError")
+    echo "bounds: self-check: the deliberate overflow raised IndexError: $([[ $canary -gt 0 ]] && echo yes || echo NO)"
+    [[ $canary -gt 0 ]] || status=1
     echo "bounds: pytest exit $rc: $(outcome "$dir/pytest.log"); out-of-bounds reports: $index_errors"
     [[ $rc -eq 0 && $index_errors -eq 0 ]] || status=1
 }
 
 # The subset valgrind runs (it is ~50x slower): every public function on every adversarial
-# input class, the special-value and layout tests of each family, and the threads tests.
+# input class (special values, shapes, layouts, out= aliasing, bad labels).  Pass test
+# paths to run others (e.g. tests/test_fuzz.py: about 20 minutes more).
 VALGRIND_TESTS=(
     tests/test_adversarial.py
-    tests/test_softmax_family.py
-    tests/test_cross_entropy.py
-    tests/test_derivatives.py
 )
 
 run_valgrind() {
@@ -153,6 +171,11 @@ for example in examples[:5]:
 EOF
 )
     read -r all_errors softmaxc_errors <<<"$counts"
+    local canary
+    canary=$(cd "$dir" && PYTHONPATH="$dir" valgrind --tool=memcheck "$python" -c "$CANARY" 2>&1 \
+             | grep -A8 "Invalid write" | grep -c -E "_kernels|_rowops")
+    echo "valgrind: self-check: the deliberate overflow was reported: $([[ $canary -gt 0 ]] && echo yes || echo NO)"
+    [[ $canary -gt 0 ]] || status=1
     echo "valgrind: pytest exit $rc: $(outcome "$dir/pytest.log")"
     echo "valgrind: memcheck errors with a softmaxc frame: $softmaxc_errors" \
          "(all errors, CPython/NumPy included: $all_errors; logs: $dir/valgrind.*.log)"

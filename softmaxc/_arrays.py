@@ -135,20 +135,42 @@ def as_rows(arr, axis, dtype):
     return data.reshape(rows, n)
 
 
-def mask_rows(where, shape, axis):
-    """The `where=` mask as C-contiguous uint8 rows matching `as_rows`, or None."""
+def check_mask(where, shape):
+    """The `where=` mask as a boolean view broadcast to `shape`, or None."""
     if where is None:
         return None
     mask = np.asarray(where)
     if mask.dtype != np.bool_:
         raise TypeError(f"where must be a boolean array, got dtype {mask.dtype}")
     try:
-        mask = np.broadcast_to(mask, shape)
+        return np.broadcast_to(mask, shape)
     except ValueError:
         raise ValueError(
             f"where of shape {mask.shape} does not broadcast to the input shape {shape}"
         ) from None
+
+
+def mask_rows(mask, axis):
+    """A mask from `check_mask` as C-contiguous uint8 rows matching `as_rows`, or None."""
+    if mask is None:
+        return None
     return as_rows(mask, axis, np.bool_).view(np.uint8)
+
+
+def repeated_rows(arr, axis, mask=None):
+    """An index selecting one row along every batch axis (not `axis`) on which `arr`, and
+    `mask` if given, are broadcast (stride 0, length > 1); None if there is no such axis.
+
+    Such rows are all the same row: a caller computes it once and broadcasts the result,
+    instead of materialising, e.g., np.broadcast_to(row, (10**6, n)) in `as_rows`.
+    """
+    mask_strides = (0,) * arr.ndim if mask is None else mask.strides
+    index = tuple(
+        slice(0, 1) if d != axis and arr.shape[d] > 1 and arr.strides[d] == mask_strides[d] == 0
+        else slice(None)
+        for d in range(arr.ndim)
+    )
+    return index if any(s != slice(None) for s in index) else None
 
 
 def check_out(out, shape, dtype, name="out"):

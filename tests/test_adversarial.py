@@ -227,12 +227,6 @@ def fortran(x, tmp_path):
     return np.asfortranarray(x)
 
 
-def with_kw(dtype_free=False, **kw):
-    def build(api, dtype, tmp_path):
-        return Cell(logits(dtype), kw=dict(kw))
-    return build
-
-
 def raising(exc, pattern, make_x=None, **kw):
     def build(api, dtype, tmp_path):
         x = make_x(api, dtype) if make_x else logits(dtype)
@@ -287,6 +281,17 @@ def out_is_second(api, dtype, tmp_path):
     x = logits(dtype)
     second = api.second_input(SHAPE, dtype)
     return Cell(x, second=second, kw={"out": second}, aliased=(1,),
+                expected_from=(x.copy(), second.copy()))
+
+
+def out_overlaps_second(api, dtype, tmp_path):
+    """`out` partially overlaps the second input (shifted by one row)."""
+    x = logits(dtype)
+    second = api.second_input(SHAPE, dtype)
+    base = np.zeros((SHAPE[0] + 1, SHAPE[1]), dtype)
+    base[:-1] = second
+    second = base[:-1]
+    return Cell(x, second=second, kw={"out": base[1:]}, aliased=(1,),
                 expected_from=(x.copy(), second.copy()))
 
 
@@ -450,6 +455,13 @@ CASES = [
     Case("out_is_second_input", out_is_second,
          lambda api: api.has_out and api.second in ("probs", "log_probs")
          or api.has_out and api.target_kind == "prob"),
+    Case("out_overlaps_second_input", out_overlaps_second,
+         lambda api: api.has_out and (api.family == "backward" or api.target_kind == "prob")),
+    Case("second_input_complex", lambda api, dtype, tmp: Cell(
+        logits(dtype), second=api.second_input(SHAPE, dtype).astype(complex),
+        raises=(TypeError, rf"^{api.second if api.family == 'backward' else 'target'}"
+                         r"(s)? (has|must hold)")),
+         lambda api: api.family == "backward" or api.target_kind == "prob"),
     Case("out_overlaps_where", out_overlaps_where,
          lambda api: api.name in ("softmax", "log_softmax")),
     # --- where= --------------------------------------------------------------------------
@@ -550,3 +562,14 @@ def test_adversarial(api, case, dtype, tmp_path):
     for index, (value, saved) in enumerate(zip(inputs, before)):
         if index not in cell.aliased:
             assert snapshot(value) == saved, f"{what}: input {index} was modified"
+
+
+@pytest.mark.xfail(strict=True, reason="known kernel bug, fixed on the kernel branch: in place "
+                   "(out=logits) with beta != 1, the compensated sum re-reads x_i after "
+                   "writing exp(w_i) over it")
+@pytest.mark.parametrize("beta", [-1.0, 0.5, 2.0])
+def test_in_place_cross_entropy_grad_with_beta(beta):
+    x = np.array([[0.0, 0.0], [3.0, -2.0]])
+    expected = softmaxc.cross_entropy_grad(x, [0, 0], beta=beta)
+    softmaxc.cross_entropy_grad(x, [0, 0], beta=beta, out=x)
+    np.testing.assert_allclose(x, expected, rtol=1e-12)

@@ -159,6 +159,8 @@ def test_threadpool_limits_is_honoured_by_the_kernels():
 
 
 @needs_openmp
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer reserves more address space than the test's limit")
 def test_huge_n_threads_is_capped():
     """n_threads far beyond what the OS can start: libgomp would end the process when
     thread creation fails; softmaxc caps the team (_arrays.MAX_THREADS)."""
