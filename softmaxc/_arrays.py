@@ -7,6 +7,7 @@ checks are off in the kernels, so nothing unvalidated may pass through this modu
 
 import math
 import operator
+import os
 
 import numpy as np
 
@@ -19,6 +20,11 @@ from softmaxc import _config
 
 # Below this many elements a call runs on one thread: waking a team costs more than it saves.
 MIN_PARALLEL_ELEMENTS = 1 << 14
+
+# Most threads a call starts, whatever n_threads asks: libgomp ends the whole process when
+# it cannot create a thread, so n_threads=10**6 must not reach it.  Results are bitwise
+# identical for every thread count, so the ceiling changes nothing but speed.
+MAX_THREADS = max(256, 4 * (os.cpu_count() or 1))
 
 _REJECTED_KINDS = {
     "c": "complex",
@@ -71,12 +77,24 @@ def check_axis(axis, ndim):
 
 def check_beta(beta):
     """`beta` as a Python float; non-finite values raise ValueError."""
-    if np.ndim(beta) != 0 or isinstance(beta, (str, bytes, complex, np.complexfloating)):
-        raise TypeError(f"beta must be a real scalar, got {beta!r}")
-    beta = float(beta)
-    if not math.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
-    return beta
+    return real_scalar(beta, "beta", finite=True)
+
+
+def real_scalar(value, name, finite=False):
+    """`value` as a Python float; TypeError for anything but a real scalar, ValueError
+    for a non-finite one when `finite` (a Python int too large for a float counts)."""
+    if (np.ndim(value) != 0 or value is None
+            or isinstance(value, (str, bytes, complex, np.complexfloating))):
+        raise TypeError(f"{name} must be a real scalar, got {value!r}")
+    try:
+        result = float(value)
+    except OverflowError:
+        result = math.inf if value > 0 else -math.inf
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real scalar, got {value!r}") from None
+    if finite and not math.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {result}")
+    return result
 
 
 def check_n_threads(n_threads):
@@ -97,10 +115,14 @@ def check_n_threads(n_threads):
 
 
 def threads_for(n_threads, rows, n):
-    """Threads actually used: one for small work, never more than there are rows."""
-    if rows * n < MIN_PARALLEL_ELEMENTS:
+    """Threads actually used: one for small work, never more than there are rows, and one
+    in a child forked after a parallel call (see _config.serial_only)."""
+    if rows * n < MIN_PARALLEL_ELEMENTS or _config.serial_only:
         return 1
-    return max(1, min(n_threads, rows, 2**31 - 1))
+    threads = max(1, min(n_threads, rows, MAX_THREADS))
+    if threads > 1:
+        _config.threads_started = True
+    return threads
 
 
 def as_rows(arr, axis, dtype):
@@ -113,20 +135,42 @@ def as_rows(arr, axis, dtype):
     return data.reshape(rows, n)
 
 
-def mask_rows(where, shape, axis):
-    """The `where=` mask as C-contiguous uint8 rows matching `as_rows`, or None."""
+def check_mask(where, shape):
+    """The `where=` mask as a boolean view broadcast to `shape`, or None."""
     if where is None:
         return None
     mask = np.asarray(where)
     if mask.dtype != np.bool_:
         raise TypeError(f"where must be a boolean array, got dtype {mask.dtype}")
     try:
-        mask = np.broadcast_to(mask, shape)
+        return np.broadcast_to(mask, shape)
     except ValueError:
         raise ValueError(
             f"where of shape {mask.shape} does not broadcast to the input shape {shape}"
         ) from None
+
+
+def mask_rows(mask, axis):
+    """A mask from `check_mask` as C-contiguous uint8 rows matching `as_rows`, or None."""
+    if mask is None:
+        return None
     return as_rows(mask, axis, np.bool_).view(np.uint8)
+
+
+def repeated_rows(arr, axis, mask=None):
+    """An index selecting one row along every batch axis (not `axis`) on which `arr`, and
+    `mask` if given, are broadcast (stride 0, length > 1); None if there is no such axis.
+
+    Such rows are all the same row: a caller computes it once and broadcasts the result,
+    instead of materialising, e.g., np.broadcast_to(row, (10**6, n)) in `as_rows`.
+    """
+    mask_strides = (0,) * arr.ndim if mask is None else mask.strides
+    index = tuple(
+        slice(0, 1) if d != axis and arr.shape[d] > 1 and arr.strides[d] == mask_strides[d] == 0
+        else slice(None)
+        for d in range(arr.ndim)
+    )
+    return index if any(s != slice(None) for s in index) else None
 
 
 def check_out(out, shape, dtype, name="out"):
@@ -141,6 +185,11 @@ def check_out(out, shape, dtype, name="out"):
         raise ValueError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if out.size and any(stride == 0 and length > 1
+                        for stride, length in zip(out.strides, out.shape)):
+        raise ValueError(
+            f"{name} has a zero stride (a broadcast view): its elements overlap each other"
+        )
     return out
 
 
@@ -148,6 +197,8 @@ def kernel_target(target, dtype, inputs, rows_shape):
     """A (rows, n) array the kernel may write directly: a view of `target` when its layout
     allows and it does not overlap any input except as an exact in-place alias; otherwise
     a fresh buffer, to be copied into `target` afterwards (see `finish`).
+
+    `inputs` are everything the kernel reads (None entries are skipped).
 
     Returns (buffer, direct)."""
     direct = (
@@ -159,7 +210,7 @@ def kernel_target(target, dtype, inputs, rows_shape):
     if direct:
         view = target.reshape(rows_shape)
         for arr in inputs:
-            if np.may_share_memory(view, arr) and not _same_layout(view, arr):
+            if arr is not None and np.may_share_memory(view, arr) and not _same_layout(view, arr):
                 direct = False
                 break
     if direct:

@@ -27,11 +27,7 @@ def _check_reduction(reduction):
 
 
 def _check_label_smoothing(label_smoothing):
-    if np.ndim(label_smoothing) != 0 or isinstance(
-        label_smoothing, (str, bytes, complex, np.complexfloating)
-    ):
-        raise TypeError(f"label_smoothing must be a real scalar, got {label_smoothing!r}")
-    label_smoothing = float(label_smoothing)
+    label_smoothing = _arrays.real_scalar(label_smoothing, "label_smoothing")
     if not 0.0 <= label_smoothing <= 1.0:  # also rejects NaN
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     return label_smoothing
@@ -67,7 +63,10 @@ def _check_weight(weight, n_classes):
 
 def _as_target(target):
     """`target` as an ndarray holding integer class indices or floating probabilities."""
-    arr = np.asarray(target)
+    try:
+        arr = np.asarray(target)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"target is not a rectangular array: {exc}") from None
     if arr.dtype.kind == "b":
         raise TypeError(
             "target has dtype bool, which is ambiguous: pass integer class indices or "

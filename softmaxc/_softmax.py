@@ -14,14 +14,20 @@ def _rowwise(kernel, x, axis, beta, where, out, n_threads):
     beta = _arrays.check_beta(beta)
     n_threads = _arrays.check_n_threads(n_threads)
     out = _arrays.check_out(out, arr.shape, result_dtype)
-    keep = _arrays.mask_rows(where, arr.shape, axis)
+    mask = _arrays.check_mask(where, arr.shape)
     if out is None:
         out = np.empty(arr.shape, result_dtype)
     if arr.size == 0:
         return out
+    repeated = _arrays.repeated_rows(arr, axis, mask)
+    if repeated is not None:  # broadcast rows: compute each distinct row once
+        out[...] = _rowwise(kernel, arr[repeated], axis, beta,
+                            None if mask is None else mask[repeated], None, n_threads)
+        return out
+    keep = _arrays.mask_rows(mask, axis)
     rows = _arrays.as_rows(arr, axis, compute_dtype)
     target = np.moveaxis(out, axis, -1)
-    buffer, direct = _arrays.kernel_target(target, compute_dtype, [rows], rows.shape)
+    buffer, direct = _arrays.kernel_target(target, compute_dtype, [rows, keep], rows.shape)
     kernel(rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
     _arrays.finish(target, buffer, direct)
     return out
@@ -159,7 +165,7 @@ def logsumexp(x, axis=-1, *, beta=1.0, keepdims=False, where=None, out=None, n_t
     reduced_shape = arr.shape[:axis] + arr.shape[axis + 1 :]
     result_shape = arr.shape[:axis] + (1,) + arr.shape[axis + 1 :] if keepdims else reduced_shape
     out = _arrays.check_out(out, result_shape, result_dtype)
-    keep = _arrays.mask_rows(where, arr.shape, axis)
+    mask = _arrays.check_mask(where, arr.shape)
     if out is None:
         out = np.empty(result_shape, result_dtype)
     if out.size == 0:
@@ -167,8 +173,15 @@ def logsumexp(x, axis=-1, *, beta=1.0, keepdims=False, where=None, out=None, n_t
     if arr.shape[axis] == 0:
         out[...] = -np.inf
         return out
+    repeated = _arrays.repeated_rows(arr, axis, mask)
+    if repeated is not None:  # broadcast rows: compute each distinct row once
+        distinct = logsumexp(arr[repeated], axis, beta=beta, keepdims=True, n_threads=n_threads,
+                             where=None if mask is None else mask[repeated])
+        out[...] = distinct if keepdims else np.squeeze(distinct, axis)
+        return out
+    keep = _arrays.mask_rows(mask, axis)
     rows = _arrays.as_rows(arr, axis, compute_dtype)
-    buffer, direct = _arrays.kernel_target(out, compute_dtype, [rows], (rows.shape[0],))
+    buffer, direct = _arrays.kernel_target(out, compute_dtype, [rows, keep], (rows.shape[0],))
     kernels.logsumexp_rows(rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
     _arrays.finish(out, buffer, direct)
     return out

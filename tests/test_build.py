@@ -38,14 +38,56 @@ def test_no_unsafe_math_flags():
 
 SUBNORMAL_CHECK = textwrap.dedent(
     """
+    import ctypes
+    import platform
+    import sys
+    import threading
+
     import numpy as np
+
+
+    def fpu_control():
+        \"\"\"(MXCSR control bits, C rounding mode) of the calling thread: MXCSR read with
+        glibc's fegetenv (x86-64 fenv_t keeps it at byte 28); bits 6 (DAZ), 7-12 (exception
+        masks), 13-14 (rounding) and 15 (FTZ), without the sticky exception flags.\"\"\"
+        libc = ctypes.CDLL(None)
+        if platform.machine() not in ("x86_64", "AMD64") or not hasattr(libc, "fegetenv"):
+            return None, libc.fegetround() if hasattr(libc, "fegetround") else None
+        env = ctypes.create_string_buffer(32)
+        assert libc.fegetenv(env) == 0
+        return int.from_bytes(env.raw[28:32], sys.byteorder) & 0xFFC0, libc.fegetround()
+
+
+    before = fpu_control()
     import softmaxc
 
     # Call every function, on enough data that the OpenMP worker threads run too.
     x = np.random.default_rng(0).standard_normal((64, 1000))
+    labels = np.arange(64) % 1000
     softmaxc.softmax(x, n_threads=2)
     softmaxc.log_softmax(x.astype(np.float32), n_threads=2)
     softmaxc.logsumexp(x, n_threads=2)
+    p = softmaxc.softmax(x, n_threads=2)
+    softmaxc.softmax_jacobian(x[:, :100], n_threads=2)
+    softmaxc.softmax_backward(x, p, n_threads=2)
+    softmaxc.log_softmax_backward(x, np.log(p), n_threads=2)
+    softmaxc.cross_entropy(x, labels, n_threads=2)
+    softmaxc.cross_entropy_grad(x, p, n_threads=2)
+    softmaxc.cross_entropy_with_grad(x.astype(np.float32), labels, n_threads=2)
+    softmaxc.testing.check_gradient(softmaxc.logsumexp, softmaxc.softmax, x[0, :5])
+
+    # The floating-point control state (flush-to-zero, denormals-are-zero, rounding mode,
+    # exception masks) of this thread is unchanged, and a new thread starts with the default.
+    after = fpu_control()
+    assert after == before, f"FPU control state changed: {before} -> {after}"
+    in_thread = []
+    thread = threading.Thread(target=lambda: in_thread.append(fpu_control()))
+    thread.start()
+    thread.join()
+    assert in_thread == [before], f"a new thread has {in_thread}, expected {before}"
+    if before[0] is not None:
+        assert before[0] & 0x8040 == 0, f"FTZ/DAZ set: MXCSR {before[0]:#x}"
+        assert before[0] & 0x6000 == 0, f"rounding is not to nearest: MXCSR {before[0]:#x}"
 
     # NumPy's subnormal arithmetic in the main thread is unchanged ...
     assert np.float64(5e-324) * 1 != 0, "float64 subnormal flushed to zero"
@@ -66,8 +108,9 @@ SUBNORMAL_CHECK = textwrap.dedent(
 
 
 def test_import_keeps_subnormals():
-    """Importing and calling softmaxc leaves subnormal arithmetic on (no flush-to-zero /
-    denormals-are-zero), checked in a fresh interpreter whose state nothing else touched."""
+    """Importing and calling every softmaxc function leaves subnormal arithmetic on (no
+    flush-to-zero / denormals-are-zero) and the MXCSR control bits and rounding mode
+    untouched, checked in a fresh interpreter whose state nothing else touched."""
     result = subprocess.run([sys.executable, "-c", SUBNORMAL_CHECK], capture_output=True,
                             text=True, cwd=os.getcwd(), check=False)
     assert result.returncode == 0, result.stderr
