@@ -185,6 +185,8 @@ def machine_info():
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "environment": {name: os.environ.get(name) for name in
+                        ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")},
         "versions": {name: _version(name) for name in
                      ("softmaxc", "numpy", "scipy", "torch", "jax", "threadpoolctl")},
         "softmaxc_path": os.path.dirname(softmaxc.__file__),

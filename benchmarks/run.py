@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import _environment  # noqa: F401  (first: sets OMP_WAIT_POLICY before OpenMP loads)
 import contenders as registry
 import report
 import timing

@@ -22,6 +22,8 @@ FUNCTIONS = ["softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entr
 def bench(monkeypatch):
     """The benchmark's modules, imported the way run.py imports them (as siblings)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
+    # run.py sets OMP_WAIT_POLICY when unset; keep that out of the other tests' environment
+    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
     import contenders
     import run
 
@@ -62,6 +64,7 @@ def test_quick_run_writes_results_and_chart(bench, tmp_path, capsys):
     assert machine["versions"]["numpy"] == np.__version__
     assert pathlib.Path(machine["softmaxc_path"]) == pathlib.Path(softmaxc.__file__).parent
     assert any("OpenMP" in line for line in machine["softmaxc_config"])
+    assert machine["environment"]["OMP_WAIT_POLICY"]
     assert document["settings"]["shapes"] == [{"shape": [3, 7], "axis": -1},
                                               {"shape": [2, 5, 3], "axis": 1}]
 
