@@ -17,7 +17,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expf, INFINITY
 
-from softmaxc._rowops cimport PAIRWISE_BLOCK
+from softmaxc._rowops cimport PAIRWISE_BLOCK, pairwise_split
 
 
 # ---------------------------------------------------------------------------------------
@@ -94,9 +94,7 @@ cdef double row_sum(RowSum kind, const floating* g, const floating* p,
     cdef Py_ssize_t half
     if stop - start <= PAIRWISE_BLOCK:
         return block_sum(kind, g, p, start, stop)
-    half = start + ((stop - start) // (2 * PAIRWISE_BLOCK)) * PAIRWISE_BLOCK
-    if half == start:
-        half = start + PAIRWISE_BLOCK
+    half = pairwise_split(start, stop)
     return row_sum(kind, g, p, start, half) + row_sum(kind, g, p, half, stop)
 
 

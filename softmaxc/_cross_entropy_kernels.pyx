@@ -41,9 +41,12 @@ from softmaxc._rowops cimport (
     pairwise_split,
     row_reference,
     shifted_logit,
+    smx_simd_init,
     sum_exp_shifted,
     sum_exp_shifted_compensated,
 )
+
+smx_simd_init()   # the row loops' path (see _simd.h)
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,12 +150,11 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
     # target's mean gap is below one nat (a confidently correct row: loss ~ S * T), the loss
     # needs T to full relative accuracy, so the rounding of the exponents is compensated.
     if weighted_gap < total:
-        tail = sum_exp_shifted_compensated(x, 0, n, ref.x_ref, beta, ref.index, grad,
-                                           &residual)
+        tail = sum_exp_shifted_compensated(x, n, ref.x_ref, beta, ref.index, grad, &residual)
         tail = tail + residual
     else:
-        tail = sum_exp_shifted(x, 0, n, ref.x_ref, beta, <const unsigned char*>NULL,
-                               ref.index, grad)
+        tail = sum_exp_shifted(x, n, ref.x_ref, beta, <const unsigned char*>NULL, ref.index,
+                               grad, True)
     loss = total * log1p(tail) + weighted_gap
     if grad == NULL:
         return loss

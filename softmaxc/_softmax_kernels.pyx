@@ -9,7 +9,30 @@ matching shapes, and `keep` (a uint8 mask of the same shape) or None.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from softmaxc._rowops cimport softmax_row, log_softmax_row, logsumexp_row
+from softmaxc._rowops cimport smx_simd_init, softmax_row, log_softmax_row, logsumexp_row
+
+cdef extern from "_simd.h" nogil:
+    void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n) noexcept
+    void smx_exp_array_f64(const double* x, double* out, Py_ssize_t n) noexcept
+
+# The row loops' path, chosen now (see _simd.h): "avx2+fma" or "portable".
+SIMD_PATH = ("portable", "avx2+fma")[smx_simd_init()]
+
+
+def _simd_check_exp(const floating[::1] x,   # IN  (n,)
+                    floating[::1] out):      # OUT (n,)
+    """out = exp(x) with the exp of the active path's kernels (for scripts/validate_exp.py
+    and tests/test_simd.py; not public).  The float32 version is exactly the exp the float32
+    kernels apply to a shifted logit w = beta * (x_i - x_ref) (here beta = 1, x_ref = 0)."""
+    if x.shape[0] != out.shape[0]:
+        raise ValueError("x and out must have the same length")
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            smx_exp_array_f32(&x[0], &out[0], x.shape[0])
+        else:
+            smx_exp_array_f64(&x[0], &out[0], x.shape[0])
 
 
 cdef inline const unsigned char* mask_base(const unsigned char[:, ::1] keep) noexcept:

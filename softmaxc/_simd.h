@@ -1,0 +1,487 @@
+/* Vectorised exp and row loops of softmaxc (the lowest layer: plain inline C).
+ *
+ * One build runs on any x86-64.  Each row loop exists twice: an AVX2+FMA version (compiled
+ * with __attribute__((target("avx2,fma"))), 4 doubles a vector) and a portable scalar
+ * version.  The path is chosen at run time, once per module import
+ * (softmax_simd_init): AVX2 when the CPU has AVX2 and FMA, unless the environment variable
+ * SOFTMAXC_SIMD=0 forces the portable path.  Each row function tests that choice once per
+ * call (a block of up to PAIRWISE_BLOCK terms or a whole row), never per element.
+ *
+ * exp.  Both paths compute exp(w) for a double w the same way: Cody-Waite reduction
+ * w = k ln2 + r, |r| <= ln2/2 (ln2 split in two parts), a Taylor polynomial for exp(r), and
+ * a scaling by 2^k built from the exponent bits.  The float64 kernels use degree 13 (the
+ * truncation error r^14/14! is below 0.02 ULP): <= 1 ULP measured over the whole range,
+ * subnormal results included.  The float32 kernels evaluate exp in double too, from the
+ * exact double difference of the float32 inputs, with degree 7 (truncation below 5.3e-9 =
+ * 0.09 ULP of float32): the float32 result is within 0.6 ULP of the correctly rounded one
+ * (scripts/validate_exp.py checks every float32).  Arguments are clamped first (NaN passes
+ * through the clamps), so overflow gives +inf, underflow 0 or a correctly scaled subnormal.
+ *
+ * Sums.  The row sums are accumulated in double in 8 fixed lanes (element i of a block goes
+ * to lane (i - start) % 8, the lanes are added in a fixed tree), so a result depends only on
+ * the row, never on the thread count.  The portable path uses 4 lanes, as before.  The two
+ * paths agree within the accuracy bounds, not bitwise.
+ *
+ * Never compiled with -ffast-math; setup.py adds -ffp-contract=off, so a product is fused
+ * with an addition only where an fma is written.
+ */
+#ifndef SOFTMAXC_SIMD_H
+#define SOFTMAXC_SIMD_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define SOFTMAXC_HAVE_AVX2 1
+#include <immintrin.h>
+#define SMX_AVX2 __attribute__((target("avx2,fma")))
+#define SMX_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
+#else
+#define SOFTMAXC_HAVE_AVX2 0
+#endif
+
+/* Leaves of the pairwise sums (see _rowops.pxd): the order of additions depends on n only. */
+#define SOFTMAXC_PAIRWISE_BLOCK 128
+
+/* Below this |beta| the shifted logit needs the overflow-safe form (smx_shifted_logit): the
+ * vector loops, which use beta * (x - x_ref) directly, are correct only above it. */
+#define SMX_MIN_VECTOR_BETA 1e-300
+
+enum { SMX_PATH_PORTABLE = 0, SMX_PATH_AVX2 = 1 };
+
+/* The active path of this module (each extension module includes this header once). */
+static int smx_active_path = SMX_PATH_PORTABLE;
+
+static inline int smx_cpu_has_avx2_fma(void) {
+#if SOFTMAXC_HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* Choose the path: AVX2 when available unless SOFTMAXC_SIMD=0.  Returns the path. */
+static inline int smx_simd_init(void) {
+    const char* env = getenv("SOFTMAXC_SIMD");
+    int allowed = !(env != NULL && strcmp(env, "0") == 0);
+    smx_active_path = (allowed && smx_cpu_has_avx2_fma()) ? SMX_PATH_AVX2 : SMX_PATH_PORTABLE;
+    return smx_active_path;
+}
+
+static inline Py_ssize_t smx_pairwise_split(Py_ssize_t start, Py_ssize_t stop) {
+    /* Where a pairwise sum over [start, stop) (longer than one block) splits: the largest
+     * block-aligned point at or before the middle, at least one block in. */
+    Py_ssize_t half = start + ((stop - start) / (2 * SOFTMAXC_PAIRWISE_BLOCK))
+                      * SOFTMAXC_PAIRWISE_BLOCK;
+    return half == start ? start + SOFTMAXC_PAIRWISE_BLOCK : half;
+}
+
+/* w_i = beta * (x_i - x_ref) <= 0: z_i minus the row maximum, rounded relative to itself. */
+static inline double smx_shifted_logit(double x_i, double x_ref, double beta) {
+    double difference = x_i - x_ref;
+    if (difference == INFINITY || difference == -INFINITY) {
+        /* Only for |x| near DBL_MAX (e.g. 1e308 - -1e308) or an infinite x_i.  The
+         * difference overflowed but beta times it need not: beta = 0 must give w = 0 (not
+         * 0 * inf = NaN) and beta = 1e-308 a finite w.  Both products are then finite (or
+         * x_i's own infinity, which gives -inf or NaN exactly as before). */
+        return beta * x_i - beta * x_ref;
+    }
+    return beta * difference;
+}
+
+/* beta * (x_i - x_ref) - w_i for w_i = smx_shifted_logit(x_i, x_ref, beta), x_i finite: the
+ * exact error of the difference (TwoSum: additions only) times beta, plus the exact error
+ * of the product (fma; none when beta == 1). */
+static inline double smx_shifted_logit_error(double x_i, double x_ref, double beta, double w_i) {
+    double a = x_i, b = -x_ref;
+    double difference = a + b;
+    double b_part = difference - a;
+    double difference_error = (a - (difference - b_part)) + (b - b_part);
+    double product_error = beta == 1.0 ? 0.0 : fma(beta, difference, -w_i);
+    return product_error + beta * difference_error;
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* exp: constants and the portable (scalar) version                                        */
+/* ------------------------------------------------------------------------------------- */
+
+#define SMX_LOG2E 1.4426950408889634
+/* ln 2 = LN2_HI + LN2_LO; LN2_HI is a multiple of 2^-32 below 1, so k * LN2_HI is exact for
+ * |k| < 2^21 without an fma (the portable path). */
+#define SMX_LN2_HI 0.6931471806019545       /* ln 2 rounded to a multiple of 2^-32 */
+#define SMX_LN2_LO -4.2009150726810846e-11
+/* 1.5 * 2^52: w * log2(e) + SHIFTER rounds to an integer k held in the low mantissa bits. */
+#define SMX_SHIFTER 6755399441055744.0
+
+/* Arguments are clamped to [lo, hi] first: beyond them the result is 0 or +inf anyway. */
+#define SMX_EXP64_LO -746.0   /* exp(-746) < 2^-1075: rounds to 0 */
+#define SMX_EXP64_HI 710.0    /* exp(710) > DBL_MAX: overflows to inf */
+#define SMX_EXP64_SAFE 708.0  /* |w| below this: 2^k is a normal double, one scaling step */
+#define SMX_EXP32_LIMIT 200.0 /* exp(+-200) is 0 / inf in float32, 2^k normal in double */
+
+/* Taylor coefficients 1/j! */
+#define SMX_C2 0.5
+#define SMX_C3 0.16666666666666666
+#define SMX_C4 0.041666666666666664
+#define SMX_C5 0.008333333333333333
+#define SMX_C6 0.001388888888888889
+#define SMX_C7 0.0001984126984126984
+#define SMX_C8 2.48015873015873e-05
+#define SMX_C9 2.7557319223985893e-06
+#define SMX_C10 2.755731922398589e-07
+#define SMX_C11 2.505210838544172e-08
+#define SMX_C12 2.08767569878681e-09
+#define SMX_C13 1.6059043836821613e-10
+
+static inline double smx_pow2i(int64_t k) {   /* 2^k for -1022 <= k <= 1023 */
+    union { uint64_t u; double d; } bits;
+    bits.u = (uint64_t)(k + 1023) << 52;
+    return bits.d;
+}
+
+/* exp(w) in double for the float64 kernels, portable. */
+static inline double smx_exp64_portable(double w) {
+    double kd, k, r, p;
+    int64_t ki, k1;
+    if (w < SMX_EXP64_LO) w = SMX_EXP64_LO;   /* comparisons are false for NaN */
+    if (w > SMX_EXP64_HI) w = SMX_EXP64_HI;
+    if (w != w) return w;
+    kd = w * SMX_LOG2E + SMX_SHIFTER;
+    k = kd - SMX_SHIFTER;
+    r = (w - k * SMX_LN2_HI) - k * SMX_LN2_LO;
+    p = SMX_C13;
+    p = p * r + SMX_C12; p = p * r + SMX_C11; p = p * r + SMX_C10; p = p * r + SMX_C9;
+    p = p * r + SMX_C8; p = p * r + SMX_C7; p = p * r + SMX_C6; p = p * r + SMX_C5;
+    p = p * r + SMX_C4; p = p * r + SMX_C3; p = p * r + SMX_C2; p = p * r + 1.0;
+    p = p * r + 1.0;
+    ki = (int64_t)k;
+    if (ki >= -1022 && ki <= 1023) return p * smx_pow2i(ki);
+    k1 = ki / 2;   /* two steps: the last multiplication rounds once into the subnormals */
+    return (p * smx_pow2i(k1)) * smx_pow2i(ki - k1);
+}
+
+/* exp(w) to float32 accuracy (then rounded to float32 by the caller), portable. */
+static inline double smx_exp32_portable(double w) {
+    double kd, k, r, p;
+    if (w < -SMX_EXP32_LIMIT) w = -SMX_EXP32_LIMIT;
+    if (w > SMX_EXP32_LIMIT) w = SMX_EXP32_LIMIT;
+    if (w != w) return w;
+    kd = w * SMX_LOG2E + SMX_SHIFTER;
+    k = kd - SMX_SHIFTER;
+    r = (w - k * SMX_LN2_HI) - k * SMX_LN2_LO;
+    p = SMX_C7;
+    p = p * r + SMX_C6; p = p * r + SMX_C5; p = p * r + SMX_C4; p = p * r + SMX_C3;
+    p = p * r + SMX_C2; p = p * r + 1.0; p = p * r + 1.0;
+    return p * smx_pow2i((int64_t)k);
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* exp: AVX2 + FMA, 4 doubles                                                              */
+/* ------------------------------------------------------------------------------------- */
+#if SOFTMAXC_HAVE_AVX2
+
+static SMX_AVX2_INLINE __m256d smx_avx2_pow2(__m256d kd) {
+    /* 2^k from kd = k + SHIFTER (k in the low mantissa bits; -1022 <= k <= 1023): the
+     * shift drops SHIFTER's bits, whose low 12 are zero. */
+    __m256i bits = _mm256_add_epi64(_mm256_castpd_si256(kd), _mm256_set1_epi64x(1023));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52));
+}
+
+static SMX_AVX2_INLINE __m256d smx_avx2_reduce(__m256d w, __m256d* kd) {
+    const __m256d shifter = _mm256_set1_pd(SMX_SHIFTER);
+    __m256d k, r;
+    *kd = _mm256_fmadd_pd(w, _mm256_set1_pd(SMX_LOG2E), shifter);
+    k = _mm256_sub_pd(*kd, shifter);
+    r = _mm256_fnmadd_pd(k, _mm256_set1_pd(SMX_LN2_HI), w);
+    return _mm256_fnmadd_pd(k, _mm256_set1_pd(SMX_LN2_LO), r);
+}
+
+#define SMX_FMA(p, r, c) _mm256_fmadd_pd(p, r, _mm256_set1_pd(c))
+
+static SMX_AVX2_INLINE __m256d smx_avx2_exp64(__m256d w) {
+    __m256d kd, r, p, big;
+    /* max/min return their second operand when either is NaN: NaN passes through. */
+    w = _mm256_min_pd(_mm256_set1_pd(SMX_EXP64_HI),
+                      _mm256_max_pd(_mm256_set1_pd(SMX_EXP64_LO), w));
+    r = smx_avx2_reduce(w, &kd);
+    p = SMX_FMA(_mm256_set1_pd(SMX_C13), r, SMX_C12);
+    p = SMX_FMA(p, r, SMX_C11); p = SMX_FMA(p, r, SMX_C10); p = SMX_FMA(p, r, SMX_C9);
+    p = SMX_FMA(p, r, SMX_C8); p = SMX_FMA(p, r, SMX_C7); p = SMX_FMA(p, r, SMX_C6);
+    p = SMX_FMA(p, r, SMX_C5); p = SMX_FMA(p, r, SMX_C4); p = SMX_FMA(p, r, SMX_C3);
+    p = SMX_FMA(p, r, SMX_C2); p = SMX_FMA(p, r, 1.0); p = SMX_FMA(p, r, 1.0);
+    big = _mm256_cmp_pd(_mm256_andnot_pd(_mm256_set1_pd(-0.0), w),
+                        _mm256_set1_pd(SMX_EXP64_SAFE), _CMP_GT_OQ);
+    if (__builtin_expect(_mm256_movemask_pd(big) != 0, 0)) {
+        /* Some 2^k is not a normal double: scale in two steps, 2^k1 * 2^(k - k1), so that
+         * the last multiplication rounds once into the subnormals (or overflows). */
+        __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(kd),
+                                     _mm256_castpd_si256(_mm256_set1_pd(SMX_SHIFTER)));
+        __m256i k1 = _mm256_sub_epi64(
+            _mm256_srli_epi64(_mm256_add_epi64(k, _mm256_set1_epi64x(2048)), 1),
+            _mm256_set1_epi64x(1024));   /* floor(k / 2) for k > -2048 */
+        __m256i k2 = _mm256_sub_epi64(k, k1);
+        __m256d s1 = _mm256_castsi256_pd(
+            _mm256_slli_epi64(_mm256_add_epi64(k1, _mm256_set1_epi64x(1023)), 52));
+        __m256d s2 = _mm256_castsi256_pd(
+            _mm256_slli_epi64(_mm256_add_epi64(k2, _mm256_set1_epi64x(1023)), 52));
+        return _mm256_mul_pd(_mm256_mul_pd(p, s1), s2);
+    }
+    return _mm256_mul_pd(p, smx_avx2_pow2(kd));
+}
+
+static SMX_AVX2_INLINE __m256d smx_avx2_exp32(__m256d w) {
+    __m256d kd, r, p;
+    w = _mm256_min_pd(_mm256_set1_pd(SMX_EXP32_LIMIT),
+                      _mm256_max_pd(_mm256_set1_pd(-SMX_EXP32_LIMIT), w));
+    r = smx_avx2_reduce(w, &kd);
+    p = SMX_FMA(_mm256_set1_pd(SMX_C7), r, SMX_C6);
+    p = SMX_FMA(p, r, SMX_C5); p = SMX_FMA(p, r, SMX_C4); p = SMX_FMA(p, r, SMX_C3);
+    p = SMX_FMA(p, r, SMX_C2); p = SMX_FMA(p, r, 1.0); p = SMX_FMA(p, r, 1.0);
+    return _mm256_mul_pd(p, smx_avx2_pow2(kd));
+}
+
+#undef SMX_FMA
+
+/* Load / store 8 elements as two vectors of 4 doubles. */
+static SMX_AVX2_INLINE void smx_avx2_load8(const void* x, int is_f32, __m256d* lo, __m256d* hi) {
+    if (is_f32) {
+        __m256 v = _mm256_loadu_ps((const float*)x);
+        *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+    } else {
+        *lo = _mm256_loadu_pd((const double*)x);
+        *hi = _mm256_loadu_pd((const double*)x + 4);
+    }
+}
+
+static SMX_AVX2_INLINE void smx_avx2_store8(void* out, int is_f32, __m256d lo, __m256d hi) {
+    if (is_f32) {
+        _mm256_storeu_ps((float*)out, _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo)));
+    } else {
+        _mm256_storeu_pd((double*)out, lo);
+        _mm256_storeu_pd((double*)out + 4, hi);
+    }
+}
+
+/* Lanes whose byte is 0 (as a 4 x 64-bit mask): bytes[0..3] for lo, bytes[4..7] for hi. */
+static SMX_AVX2_INLINE void smx_avx2_zero_lanes(const unsigned char* bytes, __m256i* lo, __m256i* hi) {
+    __m128i b = _mm_loadl_epi64((const __m128i*)bytes);
+    __m256i zero = _mm256_setzero_si256();
+    *lo = _mm256_cmpeq_epi64(_mm256_cvtepu8_epi64(b), zero);
+    *hi = _mm256_cmpeq_epi64(_mm256_cvtepu8_epi64(_mm_srli_si128(b, 4)), zero);
+}
+
+static SMX_AVX2_INLINE double smx_avx2_hsum(__m256d a, __m256d b) {
+    /* Fixed order: lanes (0 + 4) (1 + 5) ..., then pairs. */
+    __m256d s = _mm256_add_pd(a, b);
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+    return _mm_cvtsd_f64(h) + _mm_cvtsd_f64(_mm_unpackhi_pd(h, h));
+}
+
+/* The sum over [start, stop) of exp(w_i) (0 where keep is 0), i != skip, with exp(w_i)
+ * also written to store[i] (when store is not NULL; store may alias x: each group of 8 is
+ * read before it is written).  With `residual`, the compensated variant: see
+ * sum_exp_shifted_compensated in _rowops.pxd. */
+static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, int exp32, Py_ssize_t start,
+                                               Py_ssize_t stop, double x_ref, double beta,
+                                               const unsigned char* keep, Py_ssize_t skip,
+                                               void* store, double* residual) {
+    const size_t size = is_f32 ? sizeof(float) : sizeof(double);
+    const __m256d ref = _mm256_set1_pd(x_ref), neg_ref = _mm256_set1_pd(-x_ref);
+    const __m256d b = _mm256_set1_pd(beta);
+    const __m256d zero = _mm256_setzero_pd();
+    __m256d acc_lo = zero, acc_hi = zero, corr_lo = zero, corr_hi = zero;
+    Py_ssize_t i;
+    for (i = start; i < stop; i += 8) {
+        Py_ssize_t count = stop - i < 8 ? stop - i : 8;
+        int special = count < 8 || (size_t)(skip - i) < 8 || keep != NULL;
+        unsigned char buffer[8 * sizeof(double)];
+        unsigned char lane_bytes[8];
+        const void* src = (const char*)x + i * size;
+        __m256d x_lo, x_hi, d_lo, d_hi, w_lo, w_hi, e_lo, e_hi;
+        Py_ssize_t j;
+        if (special) {
+            /* A short group is padded with x_ref (w = 0, finite) and masked out. */
+            for (j = 0; j < 8; j++) {
+                if (is_f32) ((float*)buffer)[j] = j < count ? ((const float*)src)[j] : (float)x_ref;
+                else ((double*)buffer)[j] = j < count ? ((const double*)src)[j] : x_ref;
+                lane_bytes[j] = j < count && (keep == NULL || keep[i + j] != 0);
+            }
+            src = buffer;
+        }
+        smx_avx2_load8(src, is_f32, &x_lo, &x_hi);
+        d_lo = _mm256_sub_pd(x_lo, ref);
+        d_hi = _mm256_sub_pd(x_hi, ref);
+        w_lo = _mm256_mul_pd(b, d_lo);
+        w_hi = _mm256_mul_pd(b, d_hi);
+        if (exp32) {
+            e_lo = smx_avx2_exp32(w_lo);
+            e_hi = smx_avx2_exp32(w_hi);
+        } else {
+            e_lo = smx_avx2_exp64(w_lo);
+            e_hi = smx_avx2_exp64(w_hi);
+        }
+        if (special) {
+            __m256i off_lo, off_hi;
+            smx_avx2_zero_lanes(lane_bytes, &off_lo, &off_hi);
+            e_lo = _mm256_andnot_pd(_mm256_castsi256_pd(off_lo), e_lo);
+            e_hi = _mm256_andnot_pd(_mm256_castsi256_pd(off_hi), e_hi);
+        }
+        if (store != NULL) {
+            if (count == 8) {
+                smx_avx2_store8((char*)store + i * size, is_f32, e_lo, e_hi);
+            } else {
+                smx_avx2_store8(buffer, is_f32, e_lo, e_hi);
+                memcpy((char*)store + i * size, buffer, (size_t)count * size);
+            }
+        }
+        if ((size_t)(skip - i) < 8) {   /* the reference entry: stored, not summed */
+            __m256i off_lo, off_hi;
+            lane_bytes[0] = lane_bytes[1] = lane_bytes[2] = lane_bytes[3] = 1;
+            lane_bytes[4] = lane_bytes[5] = lane_bytes[6] = lane_bytes[7] = 1;
+            lane_bytes[skip - i] = 0;
+            smx_avx2_zero_lanes(lane_bytes, &off_lo, &off_hi);
+            e_lo = _mm256_andnot_pd(_mm256_castsi256_pd(off_lo), e_lo);
+            e_hi = _mm256_andnot_pd(_mm256_castsi256_pd(off_hi), e_hi);
+        }
+        acc_lo = _mm256_add_pd(acc_lo, e_lo);
+        acc_hi = _mm256_add_pd(acc_hi, e_hi);
+        if (residual != NULL) {
+            /* e_i * (exact beta (x_i - x_ref) - w_i), as smx_shifted_logit_error; lanes
+             * with e_i == 0 (masked, or x_i = -inf whose error is NaN) contribute 0. */
+            __m256d s_lo = _mm256_sub_pd(d_lo, x_lo), s_hi = _mm256_sub_pd(d_hi, x_hi);
+            __m256d err_lo = _mm256_add_pd(_mm256_sub_pd(x_lo, _mm256_sub_pd(d_lo, s_lo)),
+                                           _mm256_sub_pd(neg_ref, s_lo));
+            __m256d err_hi = _mm256_add_pd(_mm256_sub_pd(x_hi, _mm256_sub_pd(d_hi, s_hi)),
+                                           _mm256_sub_pd(neg_ref, s_hi));
+            err_lo = _mm256_add_pd(_mm256_fmsub_pd(b, d_lo, w_lo), _mm256_mul_pd(b, err_lo));
+            err_hi = _mm256_add_pd(_mm256_fmsub_pd(b, d_hi, w_hi), _mm256_mul_pd(b, err_hi));
+            err_lo = _mm256_and_pd(_mm256_cmp_pd(e_lo, zero, _CMP_NEQ_OQ), _mm256_mul_pd(e_lo, err_lo));
+            err_hi = _mm256_and_pd(_mm256_cmp_pd(e_hi, zero, _CMP_NEQ_OQ), _mm256_mul_pd(e_hi, err_hi));
+            corr_lo = _mm256_add_pd(corr_lo, err_lo);
+            corr_hi = _mm256_add_pd(corr_hi, err_hi);
+        }
+    }
+    if (residual != NULL) residual[0] += smx_avx2_hsum(corr_lo, corr_hi);
+    return smx_avx2_hsum(acc_lo, acc_hi);
+}
+
+static SMX_AVX2 double smx_avx2_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop,
+                                            double x_ref, double beta, const unsigned char* keep,
+                                            Py_ssize_t skip, float* store, double* residual,
+                                            int double_exp) {
+    if (double_exp)
+        return smx_avx2_sum_exp(x, 1, 0, start, stop, x_ref, beta, keep, skip, store, residual);
+    return smx_avx2_sum_exp(x, 1, 1, start, stop, x_ref, beta, keep, skip, store, residual);
+}
+
+static SMX_AVX2 double smx_avx2_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop,
+                                            double x_ref, double beta, const unsigned char* keep,
+                                            Py_ssize_t skip, double* store, double* residual) {
+    return smx_avx2_sum_exp(x, 0, 0, start, stop, x_ref, beta, keep, skip, store, residual);
+}
+
+#endif  /* SOFTMAXC_HAVE_AVX2 */
+
+/* ------------------------------------------------------------------------------------- */
+/* Row loops: portable versions, and the dispatching entry points                          */
+/* ------------------------------------------------------------------------------------- */
+
+/* The portable sum_exp (4 interleaved lanes), one body for both dtypes. */
+#define SMX_PORTABLE_SUM_EXP(T, EXP)                                                        \
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};                                                   \
+    double correction = 0.0;                                                                \
+    Py_ssize_t i;                                                                           \
+    for (i = start; i < stop; i++) {                                                        \
+        double x_i = x[i];   /* read once: store may alias x */                             \
+        double w = smx_shifted_logit(x_i, x_ref, beta);                                     \
+        double e = (keep == NULL || keep[i] != 0) ? EXP(w) : 0.0;                           \
+        if (store != NULL) store[i] = (T)e;                                                 \
+        if (i != skip && e != 0) {   /* e == 0 also covers x_i = -inf (error NaN) */        \
+            acc[(i - start) & 3] += e;                                                      \
+            if (residual != NULL)                                                           \
+                correction += e * smx_shifted_logit_error(x_i, x_ref, beta, w);            \
+        }                                                                                   \
+    }                                                                                       \
+    if (residual != NULL) residual[0] += correction;                                        \
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+
+static double smx_portable_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop,
+                                       double x_ref, double beta, const unsigned char* keep,
+                                       Py_ssize_t skip, float* store, double* residual) {
+    SMX_PORTABLE_SUM_EXP(float, smx_exp32_portable)
+}
+
+static double smx_portable_sum_exp_f32_double_exp(
+        const float* x, Py_ssize_t start, Py_ssize_t stop, double x_ref, double beta,
+        const unsigned char* keep, Py_ssize_t skip, float* store, double* residual) {
+    SMX_PORTABLE_SUM_EXP(float, smx_exp64_portable)
+}
+
+static double smx_portable_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop,
+                                       double x_ref, double beta, const unsigned char* keep,
+                                       Py_ssize_t skip, double* store, double* residual) {
+    SMX_PORTABLE_SUM_EXP(double, smx_exp64_portable)
+}
+
+#undef SMX_PORTABLE_SUM_EXP
+
+/* The entry points: sum over [start, stop) of exp(w_i) for kept i != skip, in double, with
+ * exp(w_i) (0 where not kept) also written to store[i] when store is not NULL, and with the
+ * first-order effect of the rounding of w_i added to residual[0] when residual is not NULL.
+ * float32 rows use the float32-accurate exp unless double_exp (a result that needs the
+ * sum to double accuracy: the cross-entropy loss, returned in double). */
+static inline double smx_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop,
+                                     double x_ref, double beta, const unsigned char* keep,
+                                     Py_ssize_t skip, float* store, double* residual,
+                                     int double_exp) {
+#if SOFTMAXC_HAVE_AVX2
+    if (smx_active_path == SMX_PATH_AVX2 && fabs(beta) >= SMX_MIN_VECTOR_BETA)
+        return smx_avx2_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, residual,
+                                    double_exp);
+#endif
+    if (double_exp)
+        return smx_portable_sum_exp_f32_double_exp(x, start, stop, x_ref, beta, keep, skip,
+                                                   store, residual);
+    return smx_portable_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, residual);
+}
+
+static inline double smx_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop,
+                                     double x_ref, double beta, const unsigned char* keep,
+                                     Py_ssize_t skip, double* store, double* residual) {
+#if SOFTMAXC_HAVE_AVX2
+    if (smx_active_path == SMX_PATH_AVX2 && fabs(beta) >= SMX_MIN_VECTOR_BETA)
+        return smx_avx2_sum_exp_f64(x, start, stop, x_ref, beta, keep, skip, store, residual);
+#endif
+    return smx_portable_sum_exp_f64(x, start, stop, x_ref, beta, keep, skip, store, residual);
+}
+
+/* exp over an array with the active path's float32 / float64 kernel exp (the validator's
+ * entry point, scripts/validate_exp.py): out[i] = exp(x[i]). */
+static inline void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+#if SOFTMAXC_HAVE_AVX2
+    if (smx_active_path == SMX_PATH_AVX2) {
+        /* exp(x_i) = exp(beta (x_i - 0)) with beta = 1: the kernel's own loop. */
+        smx_avx2_sum_exp_f32(x, 0, n, 0.0, 1.0, NULL, -1, out, NULL, 0);
+        return;
+    }
+#endif
+    for (; i < n; i++) out[i] = (float)smx_exp32_portable(x[i]);
+}
+
+static inline void smx_exp_array_f64(const double* x, double* out, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+#if SOFTMAXC_HAVE_AVX2
+    if (smx_active_path == SMX_PATH_AVX2) {
+        smx_avx2_sum_exp_f64(x, 0, n, 0.0, 1.0, NULL, -1, out, NULL);
+        return;
+    }
+#endif
+    for (; i < n; i++) out[i] = smx_exp64_portable(x[i]);
+}
+
+#endif  /* SOFTMAXC_SIMD_H */
