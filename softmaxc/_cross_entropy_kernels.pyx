@@ -40,6 +40,7 @@ from softmaxc._rowops cimport (
     RowReference,
     pairwise_split,
     row_reference,
+    scale_row,
     shifted_logit,
     smx_simd_init,
     sum_exp_shifted,
@@ -166,8 +167,7 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
         label_exp = grad[label]
         smooth_grad = grad_factor * smooth
         if weight == NULL:
-            for c in range(n):
-                grad[c] = <floating>(scale_exp * grad[c] - smooth_grad)
+            scale_row(grad, grad, n, scale_exp, smooth_grad)
         else:
             for c in range(n):
                 grad[c] = <floating>(scale_exp * grad[c] - smooth_grad * weight[c])

@@ -49,6 +49,23 @@ cdef extern from "_simd.h" nogil:
     double smx_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop, double x_ref,
                            double beta, const unsigned char* keep, Py_ssize_t skip,
                            double* store, double* residual) noexcept
+    Py_ssize_t smx_argmax_f32(const float* x, Py_ssize_t n, bint negate, int* has_nan) noexcept
+    Py_ssize_t smx_argmax_f64(const double* x, Py_ssize_t n, bint negate, int* has_nan) noexcept
+    void smx_scale_f32(const float* src, float* out, Py_ssize_t n, double a, double b) noexcept
+    void smx_scale_f64(const double* src, double* out, Py_ssize_t n, double a, double b) noexcept
+    void smx_shifted_minus_f32(const float* x, float* out, Py_ssize_t n, double x_ref,
+                               double beta, double c) noexcept
+    void smx_shifted_minus_f64(const double* x, double* out, Py_ssize_t n, double x_ref,
+                               double beta, double c) noexcept
+
+
+cdef inline void scale_row(const floating* src, floating* out, Py_ssize_t n, double a,
+                           double b) noexcept nogil:
+    """out[i] = a * src[i] - b in double, rounded once (src may be out)."""
+    if floating is float:
+        smx_scale_f32(src, out, n, a, b)
+    else:
+        smx_scale_f64(src, out, n, a, b)
 
 
 cdef inline bint is_kept(const unsigned char* keep, Py_ssize_t i) noexcept nogil:
@@ -61,19 +78,27 @@ cdef inline RowReference row_reference(const floating* x, Py_ssize_t n, double b
     cdef RowReference ref
     cdef double sign = -1.0 if beta < 0 else 1.0   # max of sign*x is the argmax of beta*x
     cdef double best = -INFINITY, value
-    cdef bint has_nan = False
+    cdef int has_nan = False
     cdef Py_ssize_t i
     ref.index = -1
     ref.x_ref = NAN
-    for i in range(n):
-        if not is_kept(keep, i):
-            continue
-        value = sign * x[i]
-        if value != value:
-            has_nan = True
-        elif value > best or ref.index < 0:
-            best = value
-            ref.index = i
+    if keep == NULL:
+        if floating is float:
+            ref.index = smx_argmax_f32(x, n, beta < 0, &has_nan)
+        else:
+            ref.index = smx_argmax_f64(x, n, beta < 0, &has_nan)
+        if ref.index >= 0:
+            best = sign * x[ref.index]
+    else:
+        for i in range(n):
+            if not is_kept(keep, i):
+                continue
+            value = sign * x[i]
+            if value != value:
+                has_nan = True
+            elif value > best or ref.index < 0:
+                best = value
+                ref.index = i
     if has_nan:
         ref.kind = ROW_NAN
     elif ref.index < 0:
@@ -156,7 +181,6 @@ cdef inline void softmax_row(const floating* x, Py_ssize_t n, double beta,
     """out = exp(z - max z) / sum exp(z - max z); excluded entries get exactly 0."""
     cdef RowReference ref = row_reference(x, n, beta, keep)
     cdef double inv_total
-    cdef Py_ssize_t i
     if ref.kind == ROW_NONE_KEPT:
         fill_special_row(out, n, keep, 0.0, 0.0)
         return
@@ -166,8 +190,7 @@ cdef inline void softmax_row(const floating* x, Py_ssize_t n, double beta,
     # exp(w_i) goes to `out` (safe when out aliases x: x_i is read before out_i is written,
     # and nothing reads x afterwards); the reference entry's exp(0) = 1 is added back here.
     inv_total = 1.0 / (1.0 + sum_exp_shifted(x, n, ref.x_ref, beta, keep, ref.index, out, False))
-    for i in range(n):
-        out[i] = <floating>(out[i] * inv_total)
+    scale_row(out, out, n, inv_total, 0.0)
 
 
 cdef inline double log_sum_exp_shifted(const floating* x, Py_ssize_t n, double beta,
@@ -190,11 +213,14 @@ cdef inline void log_softmax_row(const floating* x, Py_ssize_t n, double beta,
         fill_special_row(out, n, keep, NAN, -INFINITY)
         return
     log_total = log_sum_exp_shifted(x, n, beta, keep, ref)
-    for i in range(n):
-        if is_kept(keep, i):
-            out[i] = <floating>(shifted_logit(x[i], ref.x_ref, beta) - log_total)
-        else:
-            out[i] = -INFINITY
+    if floating is float:
+        smx_shifted_minus_f32(x, out, n, ref.x_ref, beta, log_total)
+    else:
+        smx_shifted_minus_f64(x, out, n, ref.x_ref, beta, log_total)
+    if keep != NULL:
+        for i in range(n):
+            if keep[i] == 0:
+                out[i] = -INFINITY
 
 
 cdef inline double logsumexp_row(const floating* x, Py_ssize_t n, double beta,

@@ -384,6 +384,122 @@ static SMX_AVX2 double smx_avx2_sum_exp_f64(const double* x, Py_ssize_t start, P
     return smx_avx2_sum_exp(x, 0, 0, start, stop, x_ref, beta, keep, skip, store, residual);
 }
 
+
+/* The first index maximising sign * x_i (sign = -1 when negate) among non-NaN x_i, -1 when
+ * there is none; *has_nan tells whether some x_i is NaN (then the index is meaningless). */
+static SMX_AVX2_INLINE Py_ssize_t smx_avx2_argmax(const void* x, int is_f32, Py_ssize_t n,
+                                                  int negate, int* has_nan) {
+    const size_t size = is_f32 ? sizeof(float) : sizeof(double);
+    const __m256d flip = negate ? _mm256_set1_pd(-0.0) : _mm256_setzero_pd();
+    __m256d best_lo = _mm256_set1_pd(-INFINITY), best_hi = best_lo;
+    __m256d nan_lo = _mm256_setzero_pd(), nan_hi = nan_lo;
+    double best = -INFINITY, value;
+    Py_ssize_t i, vector_end = n - n % 8, index = -1;
+    int nan_found = 0;
+    for (i = 0; i < vector_end; i += 8) {
+        __m256d lo, hi;
+        smx_avx2_load8((const char*)x + i * size, is_f32, &lo, &hi);
+        lo = _mm256_xor_pd(lo, flip);
+        hi = _mm256_xor_pd(hi, flip);
+        nan_lo = _mm256_or_pd(nan_lo, _mm256_cmp_pd(lo, lo, _CMP_UNORD_Q));
+        nan_hi = _mm256_or_pd(nan_hi, _mm256_cmp_pd(hi, hi, _CMP_UNORD_Q));
+        best_lo = _mm256_max_pd(best_lo, lo);
+        best_hi = _mm256_max_pd(best_hi, hi);
+    }
+    nan_found = _mm256_movemask_pd(_mm256_or_pd(nan_lo, nan_hi)) != 0;
+    if (!nan_found && vector_end > 0) {
+        double lanes[4];
+        int j;
+        _mm256_storeu_pd(lanes, _mm256_max_pd(best_lo, best_hi));
+        for (j = 0; j < 4; j++) if (lanes[j] > best) best = lanes[j];
+    }
+    for (i = vector_end; i < n && !nan_found; i++) {
+        value = is_f32 ? ((const float*)x)[i] : ((const double*)x)[i];
+        value = negate ? -value : value;
+        if (value != value) nan_found = 1;
+        else if (value > best) best = value;
+    }
+    *has_nan = nan_found;
+    if (nan_found || n == 0) return -1;
+    /* The first entry equal to the maximum (-0.0 == 0.0, as the scalar scan's `>`). */
+    {
+        const __m256d target = _mm256_set1_pd(best);
+        for (i = 0; i < vector_end && index < 0; i += 8) {
+            __m256d lo, hi;
+            int hits;
+            smx_avx2_load8((const char*)x + i * size, is_f32, &lo, &hi);
+            hits = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_xor_pd(lo, flip), target, _CMP_EQ_OQ))
+                   | (_mm256_movemask_pd(_mm256_cmp_pd(_mm256_xor_pd(hi, flip), target, _CMP_EQ_OQ)) << 4);
+            if (hits) index = i + __builtin_ctz((unsigned)hits);
+        }
+        for (i = vector_end; i < n && index < 0; i++) {
+            value = is_f32 ? ((const float*)x)[i] : ((const double*)x)[i];
+            if ((negate ? -value : value) == best) index = i;
+        }
+    }
+    return index;
+}
+
+/* out[i] = a * in[i] - b, rounded to the element type (in may be out). */
+static SMX_AVX2_INLINE void smx_avx2_scale(const void* in, void* out, int is_f32, Py_ssize_t n,
+                                           double a, double b) {
+    const size_t size = is_f32 ? sizeof(float) : sizeof(double);
+    const __m256d va = _mm256_set1_pd(a), vb = _mm256_set1_pd(b);
+    Py_ssize_t i, vector_end = n - n % 8;
+    for (i = 0; i < vector_end; i += 8) {
+        __m256d lo, hi;
+        smx_avx2_load8((const char*)in + i * size, is_f32, &lo, &hi);
+        smx_avx2_store8((char*)out + i * size, is_f32,
+                        _mm256_sub_pd(_mm256_mul_pd(va, lo), vb),
+                        _mm256_sub_pd(_mm256_mul_pd(va, hi), vb));
+    }
+    for (i = vector_end; i < n; i++) {
+        if (is_f32) ((float*)out)[i] = (float)(a * ((const float*)in)[i] - b);
+        else ((double*)out)[i] = a * ((const double*)in)[i] - b;
+    }
+}
+
+static SMX_AVX2 Py_ssize_t smx_avx2_argmax_f32(const float* x, Py_ssize_t n, int negate, int* has_nan) {
+    return smx_avx2_argmax(x, 1, n, negate, has_nan);
+}
+static SMX_AVX2 Py_ssize_t smx_avx2_argmax_f64(const double* x, Py_ssize_t n, int negate, int* has_nan) {
+    return smx_avx2_argmax(x, 0, n, negate, has_nan);
+}
+/* out[i] = beta * (x_i - x_ref) - c (the log-softmax row; |beta| >= SMX_MIN_VECTOR_BETA). */
+static SMX_AVX2_INLINE void smx_avx2_shifted_minus(const void* x, void* out, int is_f32,
+                                                   Py_ssize_t n, double x_ref, double beta,
+                                                   double c) {
+    const size_t size = is_f32 ? sizeof(float) : sizeof(double);
+    const __m256d ref = _mm256_set1_pd(x_ref), b = _mm256_set1_pd(beta), vc = _mm256_set1_pd(c);
+    Py_ssize_t i, vector_end = n - n % 8;
+    for (i = 0; i < vector_end; i += 8) {
+        __m256d lo, hi;
+        smx_avx2_load8((const char*)x + i * size, is_f32, &lo, &hi);
+        lo = _mm256_sub_pd(_mm256_mul_pd(b, _mm256_sub_pd(lo, ref)), vc);
+        hi = _mm256_sub_pd(_mm256_mul_pd(b, _mm256_sub_pd(hi, ref)), vc);
+        smx_avx2_store8((char*)out + i * size, is_f32, lo, hi);
+    }
+    for (i = vector_end; i < n; i++) {
+        if (is_f32) ((float*)out)[i] = (float)(beta * (((const float*)x)[i] - x_ref) - c);
+        else ((double*)out)[i] = beta * (((const double*)x)[i] - x_ref) - c;
+    }
+}
+
+static SMX_AVX2 void smx_avx2_scale_f32(const float* in, float* out, Py_ssize_t n, double a, double b) {
+    smx_avx2_scale(in, out, 1, n, a, b);
+}
+static SMX_AVX2 void smx_avx2_scale_f64(const double* in, double* out, Py_ssize_t n, double a, double b) {
+    smx_avx2_scale(in, out, 0, n, a, b);
+}
+static SMX_AVX2 void smx_avx2_shifted_minus_f32(const float* x, float* out, Py_ssize_t n,
+                                                double x_ref, double beta, double c) {
+    smx_avx2_shifted_minus(x, out, 1, n, x_ref, beta, c);
+}
+static SMX_AVX2 void smx_avx2_shifted_minus_f64(const double* x, double* out, Py_ssize_t n,
+                                                double x_ref, double beta, double c) {
+    smx_avx2_shifted_minus(x, out, 0, n, x_ref, beta, c);
+}
+
 #endif  /* SOFTMAXC_HAVE_AVX2 */
 
 /* ------------------------------------------------------------------------------------- */
@@ -458,6 +574,49 @@ static inline double smx_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize
 #endif
     return smx_portable_sum_exp_f64(x, start, stop, x_ref, beta, keep, skip, store, residual);
 }
+
+
+/* The other row passes, one entry point per dtype (T, suffix): the AVX2 loop or the
+ * portable one.  argmax: see smx_avx2_argmax.  scale: out[i] = a * in[i] - b.
+ * shifted_minus: out[i] = shifted_logit(x_i) - c. */
+#if SOFTMAXC_HAVE_AVX2
+#define SMX_IF_AVX2(condition, call) if (smx_active_path == SMX_PATH_AVX2 && (condition)) { call; }
+#else
+#define SMX_IF_AVX2(condition, call)
+#endif
+
+#define SMX_ROW_PASSES(T, SUFFIX)                                                             \
+static inline Py_ssize_t smx_argmax_##SUFFIX(const T* x, Py_ssize_t n, int negate,           \
+                                             int* has_nan) {                                  \
+    double best = -INFINITY, value;                                                           \
+    Py_ssize_t i, index = -1;                                                                 \
+    SMX_IF_AVX2(1, return smx_avx2_argmax_##SUFFIX(x, n, negate, has_nan))                    \
+    *has_nan = 0;                                                                             \
+    for (i = 0; i < n; i++) {                                                                 \
+        value = negate ? -(double)x[i] : (double)x[i];                                        \
+        if (value != value) { *has_nan = 1; return -1; }                                      \
+        if (value > best || index < 0) { best = value; index = i; }                           \
+    }                                                                                         \
+    return index;                                                                             \
+}                                                                                             \
+static inline void smx_scale_##SUFFIX(const T* in, T* out, Py_ssize_t n, double a, double b) { \
+    Py_ssize_t i;                                                                             \
+    SMX_IF_AVX2(1, smx_avx2_scale_##SUFFIX(in, out, n, a, b); return)                         \
+    for (i = 0; i < n; i++) out[i] = (T)(a * in[i] - b);                                      \
+}                                                                                             \
+static inline void smx_shifted_minus_##SUFFIX(const T* x, T* out, Py_ssize_t n, double x_ref,  \
+                                              double beta, double c) {                        \
+    Py_ssize_t i;                                                                             \
+    SMX_IF_AVX2(fabs(beta) >= SMX_MIN_VECTOR_BETA,                                            \
+                smx_avx2_shifted_minus_##SUFFIX(x, out, n, x_ref, beta, c); return)           \
+    for (i = 0; i < n; i++) out[i] = (T)(smx_shifted_logit(x[i], x_ref, beta) - c);           \
+}
+
+SMX_ROW_PASSES(float, f32)
+SMX_ROW_PASSES(double, f64)
+
+#undef SMX_ROW_PASSES
+#undef SMX_IF_AVX2
 
 /* exp over an array with the active path's float32 / float64 kernel exp (the validator's
  * entry point, scripts/validate_exp.py): out[i] = exp(x[i]). */
