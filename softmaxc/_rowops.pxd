@@ -53,6 +53,7 @@ cdef extern from "_simd.h" nogil:
     Py_ssize_t smx_argmax_f64(const double* x, Py_ssize_t n, bint negate, int* has_nan) noexcept
     void smx_scale_f32(const float* src, float* out, Py_ssize_t n, double a, double b) noexcept
     void smx_scale_f64(const double* src, double* out, Py_ssize_t n, double a, double b) noexcept
+    void smx_multiply_f32(float* out, Py_ssize_t n, double factor) noexcept
     void smx_shifted_minus_f32(const float* x, float* out, Py_ssize_t n, double x_ref,
                                double beta, double c) noexcept
     void smx_shifted_minus_f64(const double* x, double* out, Py_ssize_t n, double x_ref,
@@ -190,7 +191,10 @@ cdef inline void softmax_row(const floating* x, Py_ssize_t n, double beta,
     # exp(w_i) goes to `out` (safe when out aliases x: x_i is read before out_i is written,
     # and nothing reads x afterwards); the reference entry's exp(0) = 1 is added back here.
     inv_total = 1.0 / (1.0 + sum_exp_shifted(x, n, ref.x_ref, beta, keep, ref.index, out, False))
-    scale_row(out, out, n, inv_total, 0.0)
+    if floating is float:
+        smx_multiply_f32(out, n, inv_total)
+    else:
+        scale_row(out, out, n, inv_total, 0.0)
 
 
 cdef inline double log_sum_exp_shifted(const floating* x, Py_ssize_t n, double beta,

@@ -369,10 +369,119 @@ static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, int ex
     return smx_avx2_hsum(acc_lo, acc_hi);
 }
 
+
+/* ---- float32 lanes: the float32 kernels' exp when beta == 1 (8 floats a vector) ---- */
+
+/* Cephes expf: ln 2 = C1 + C2 with C1 exact in few bits, and its polynomial (1 ULP). */
+#define SMX_F32_LN2_C1 0.693359375f
+#define SMX_F32_LN2_C2 -2.12194440e-4f
+#define SMX_F32_SHIFTER 12582912.0f   /* 1.5 * 2^23 */
+#define SMX_F32_LO -104.0f            /* exp(-104) < 2^-150: rounds to 0 */
+#define SMX_F32_HI 89.0f              /* exp(89) > FLT_MAX: overflows to inf */
+#define SMX_F32_SAFE 87.0f            /* |hi| below this: 2^k is a normal float */
+
+/* exp(hi + lo) for |lo| <= ulp(hi) / 2 (lo: the rounding error of hi, or 0), in float32. */
+static SMX_AVX2_INLINE __m256 smx_avx2_exp8f(__m256 hi, __m256 lo) {
+    const __m256 shifter = _mm256_set1_ps(SMX_F32_SHIFTER);
+    __m256 kf, k, r, p, big;
+    /* lo is NaN only when hi is infinite (inf - inf in its TwoSum): then it must not matter */
+    lo = _mm256_and_ps(lo, _mm256_cmp_ps(lo, lo, _CMP_ORD_Q));
+    hi = _mm256_min_ps(_mm256_set1_ps(SMX_F32_HI), _mm256_max_ps(_mm256_set1_ps(SMX_F32_LO), hi));
+    kf = _mm256_fmadd_ps(hi, _mm256_set1_ps(1.44269504088896341f), shifter);
+    k = _mm256_sub_ps(kf, shifter);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(SMX_F32_LN2_C1), hi);   /* exact */
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(SMX_F32_LN2_C2), r);
+    r = _mm256_add_ps(r, lo);
+    p = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500e-4f), r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    big = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), hi),
+                        _mm256_set1_ps(SMX_F32_SAFE), _CMP_GT_OQ);
+    if (__builtin_expect(_mm256_movemask_ps(big) != 0, 0)) {
+        /* 2^k1 * 2^(k - k1): the last multiplication rounds once into the subnormals. */
+        __m256i ki = _mm256_sub_epi32(_mm256_castps_si256(kf), _mm256_castps_si256(shifter));
+        __m256i k1 = _mm256_srai_epi32(ki, 1);
+        __m256i k2 = _mm256_sub_epi32(ki, k1);
+        __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, _mm256_set1_epi32(127)), 23));
+        __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, _mm256_set1_epi32(127)), 23));
+        return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    }
+    /* kf's bits are SHIFTER's plus k, SHIFTER's low 9 bits zero: (k + 127) << 23 is 2^k. */
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_castps_si256(kf), _mm256_set1_epi32(127)), 23)));
+}
+
+/* smx_avx2_sum_exp for float32 rows with beta == 1 and no residual, in float lanes: w_i =
+ * x_i - x_ref is carried exactly as hi + lo (TwoSum), so exp(w_i) does not inherit the
+ * rounding of the difference (the float32-accuracy contract of the double lanes). */
+static SMX_AVX2 double smx_avx2_sum_exp_f32_beta1(const float* x, Py_ssize_t start,
+                                                  Py_ssize_t stop, float x_ref,
+                                                  const unsigned char* keep, Py_ssize_t skip,
+                                                  float* store) {
+    const __m256 neg_ref = _mm256_set1_ps(-x_ref);
+    __m256d acc_lo = _mm256_setzero_pd(), acc_hi = acc_lo;
+    Py_ssize_t i;
+    for (i = start; i < stop; i += 8) {
+        Py_ssize_t count = stop - i < 8 ? stop - i : 8;
+        int special = count < 8 || keep != NULL || (size_t)(skip - i) < 8;
+        float buffer[8];
+        unsigned char lane_bytes[8];
+        const float* src = x + i;
+        __m256 v, d, b_part, lo, e;
+        Py_ssize_t j;
+        if (special) {
+            for (j = 0; j < 8; j++) {
+                buffer[j] = j < count ? src[j] : x_ref;   /* padding: w = 0, masked out */
+                lane_bytes[j] = j < count && (keep == NULL || keep[i + j] != 0);
+            }
+            src = buffer;
+        }
+        v = _mm256_loadu_ps(src);
+        d = _mm256_add_ps(v, neg_ref);
+        b_part = _mm256_sub_ps(d, v);
+        lo = _mm256_add_ps(_mm256_sub_ps(v, _mm256_sub_ps(d, b_part)),
+                           _mm256_sub_ps(neg_ref, b_part));
+        e = smx_avx2_exp8f(d, lo);
+        if (special) {
+            __m256i off = _mm256_cmpeq_epi32(
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)lane_bytes)),
+                _mm256_setzero_si256());
+            e = _mm256_andnot_ps(_mm256_castsi256_ps(off), e);
+        }
+        if (store != NULL) {
+            if (count == 8) {
+                _mm256_storeu_ps(store + i, e);
+            } else {
+                _mm256_storeu_ps(buffer, e);
+                memcpy(store + i, buffer, (size_t)count * sizeof(float));
+            }
+        }
+        if ((size_t)(skip - i) < 8) {   /* the reference entry: stored, not summed */
+            __m256i lane = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+            __m256i off = _mm256_cmpeq_epi32(lane, _mm256_set1_epi32((int)(skip - i)));
+            e = _mm256_andnot_ps(_mm256_castsi256_ps(off), e);
+        }
+        acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    return smx_avx2_hsum(acc_lo, acc_hi);
+}
+
+static SMX_AVX2 double smx_avx2_sum_exp_f32_double_lanes(
+        const float* x, Py_ssize_t start, Py_ssize_t stop, double x_ref, double beta,
+        const unsigned char* keep, Py_ssize_t skip, float* store) {
+    return smx_avx2_sum_exp(x, 1, 1, start, stop, x_ref, beta, keep, skip, store, NULL);
+}
+
 static SMX_AVX2 double smx_avx2_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop,
                                             double x_ref, double beta, const unsigned char* keep,
                                             Py_ssize_t skip, float* store, double* residual,
                                             int double_exp) {
+    if (!double_exp && beta == 1.0 && residual == NULL)
+        return smx_avx2_sum_exp_f32_beta1(x, start, stop, (float)x_ref, keep, skip, store);
     if (double_exp)
         return smx_avx2_sum_exp(x, 1, 0, start, stop, x_ref, beta, keep, skip, store, residual);
     return smx_avx2_sum_exp(x, 1, 1, start, stop, x_ref, beta, keep, skip, store, residual);
@@ -460,7 +569,34 @@ static SMX_AVX2_INLINE void smx_avx2_scale(const void* in, void* out, int is_f32
 }
 
 static SMX_AVX2 Py_ssize_t smx_avx2_argmax_f32(const float* x, Py_ssize_t n, int negate, int* has_nan) {
-    return smx_avx2_argmax(x, 1, n, negate, has_nan);
+    /* As smx_avx2_argmax, in float lanes (the comparisons are exact in either width). */
+    const __m256 flip = negate ? _mm256_set1_ps(-0.0f) : _mm256_setzero_ps();
+    __m256 best_v = _mm256_set1_ps(-INFINITY), nan_v = _mm256_setzero_ps();
+    float best = -INFINITY, value, lanes[8];
+    Py_ssize_t i, vector_end = n - n % 8;
+    int j;
+    for (i = 0; i < vector_end; i += 8) {
+        __m256 v = _mm256_xor_ps(_mm256_loadu_ps(x + i), flip);
+        nan_v = _mm256_or_ps(nan_v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        best_v = _mm256_max_ps(best_v, v);
+    }
+    *has_nan = _mm256_movemask_ps(nan_v) != 0;
+    if (*has_nan) return -1;
+    _mm256_storeu_ps(lanes, best_v);
+    for (j = 0; j < 8; j++) if (lanes[j] > best) best = lanes[j];
+    for (i = vector_end; i < n; i++) {
+        value = negate ? -x[i] : x[i];
+        if (value != value) { *has_nan = 1; return -1; }
+        if (value > best) best = value;
+    }
+    if (n == 0) return -1;
+    for (i = 0; i < vector_end; i += 8) {
+        int hits = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_xor_ps(_mm256_loadu_ps(x + i), flip),
+                                                    _mm256_set1_ps(best), _CMP_EQ_OQ));
+        if (hits) return i + __builtin_ctz((unsigned)hits);
+    }
+    for (i = vector_end; i < n; i++) if ((negate ? -x[i] : x[i]) == best) return i;
+    return -1;   /* not reached */
 }
 static SMX_AVX2 Py_ssize_t smx_avx2_argmax_f64(const double* x, Py_ssize_t n, int negate, int* has_nan) {
     return smx_avx2_argmax(x, 0, n, negate, has_nan);
@@ -493,7 +629,28 @@ static SMX_AVX2 void smx_avx2_scale_f64(const double* in, double* out, Py_ssize_
 }
 static SMX_AVX2 void smx_avx2_shifted_minus_f32(const float* x, float* out, Py_ssize_t n,
                                                 double x_ref, double beta, double c) {
+    if (beta == 1.0) {
+        /* (x_i - x_ref) - c in float: both terms <= 0, so nothing cancels and the result is
+         * within 1.5 ULP of the double computation's (each rounding <= 0.5 ULP of it). */
+        const __m256 ref = _mm256_set1_ps((float)x_ref), vc = _mm256_set1_ps((float)c);
+        const float ref_f = (float)x_ref, c_f = (float)c;
+        Py_ssize_t i, vector_end = n - n % 8;
+        for (i = 0; i < vector_end; i += 8)
+            _mm256_storeu_ps(out + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), ref), vc));
+        for (i = vector_end; i < n; i++) out[i] = (x[i] - ref_f) - c_f;
+        return;
+    }
     smx_avx2_shifted_minus(x, out, 1, n, x_ref, beta, c);
+}
+
+/* out[i] *= factor in float (factor rounded to float: 0.5 ULP; for the softmax rows). */
+static SMX_AVX2 void smx_avx2_multiply_f32(float* out, Py_ssize_t n, double factor) {
+    const float f = (float)factor;
+    const __m256 vf = _mm256_set1_ps(f);
+    Py_ssize_t i, vector_end = n - n % 8;
+    for (i = 0; i < vector_end; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), vf));
+    for (i = vector_end; i < n; i++) out[i] = out[i] * f;
 }
 static SMX_AVX2 void smx_avx2_shifted_minus_f64(const double* x, double* out, Py_ssize_t n,
                                                 double x_ref, double beta, double c) {
@@ -613,22 +770,35 @@ static inline void smx_shifted_minus_##SUFFIX(const T* x, T* out, Py_ssize_t n, 
 }
 
 SMX_ROW_PASSES(float, f32)
+
+/* The softmax normalisation of a float32 row: out[i] *= factor (in float on the AVX2 path,
+ * in double on the portable one). */
+static inline void smx_multiply_f32(float* out, Py_ssize_t n, double factor) {
+    Py_ssize_t i;
+#if SOFTMAXC_HAVE_AVX2
+    if (smx_active_path == SMX_PATH_AVX2) { smx_avx2_multiply_f32(out, n, factor); return; }
+#endif
+    for (i = 0; i < n; i++) out[i] = (float)(out[i] * factor);
+}
 SMX_ROW_PASSES(double, f64)
 
 #undef SMX_ROW_PASSES
 #undef SMX_IF_AVX2
 
 /* exp over an array with the active path's float32 / float64 kernel exp (the validator's
- * entry point, scripts/validate_exp.py): out[i] = exp(x[i]). */
-static inline void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n) {
+ * entry point, scripts/validate_exp.py): out[i] = exp(x[i]), computed by the kernels' own
+ * loop as exp(beta (x_i - 0)).  float32: double_lanes = 0 is the float-lane exp (beta ==
+ * 1), 1 the double-lane one (the float32 kernels with beta != 1). */
+static inline void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n, int double_lanes) {
     Py_ssize_t i = 0;
 #if SOFTMAXC_HAVE_AVX2
     if (smx_active_path == SMX_PATH_AVX2) {
-        /* exp(x_i) = exp(beta (x_i - 0)) with beta = 1: the kernel's own loop. */
-        smx_avx2_sum_exp_f32(x, 0, n, 0.0, 1.0, NULL, -1, out, NULL, 0);
+        if (double_lanes) smx_avx2_sum_exp_f32_double_lanes(x, 0, n, 0.0, 1.0, NULL, -1, out);
+        else smx_avx2_sum_exp_f32(x, 0, n, 0.0, 1.0, NULL, -1, out, NULL, 0);
         return;
     }
 #endif
+    (void)double_lanes;
     for (; i < n; i++) out[i] = (float)smx_exp32_portable(x[i]);
 }
 

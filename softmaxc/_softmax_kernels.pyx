@@ -12,7 +12,7 @@ from cython.parallel cimport prange
 from softmaxc._rowops cimport smx_simd_init, softmax_row, log_softmax_row, logsumexp_row
 
 cdef extern from "_simd.h" nogil:
-    void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n) noexcept
+    void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n, bint double_lanes) noexcept
     void smx_exp_array_f64(const double* x, double* out, Py_ssize_t n) noexcept
 
 # The row loops' path, chosen now (see _simd.h): "avx2+fma" or "portable".
@@ -20,17 +20,19 @@ SIMD_PATH = ("portable", "avx2+fma")[smx_simd_init()]
 
 
 def _simd_check_exp(const floating[::1] x,   # IN  (n,)
-                    floating[::1] out):      # OUT (n,)
+                    floating[::1] out,       # OUT (n,)
+                    bint double_lanes=False):
     """out = exp(x) with the exp of the active path's kernels (for scripts/validate_exp.py
-    and tests/test_simd.py; not public).  The float32 version is exactly the exp the float32
-    kernels apply to a shifted logit w = beta * (x_i - x_ref) (here beta = 1, x_ref = 0)."""
+    and tests/test_simd.py; not public): the kernels' own loop applied to w = beta * (x_i -
+    x_ref) with beta = 1, x_ref = 0.  float32 on the AVX2 path: the float-lane exp of the
+    beta == 1 kernels, or with `double_lanes` the double-lane exp of the others."""
     if x.shape[0] != out.shape[0]:
         raise ValueError("x and out must have the same length")
     if x.shape[0] == 0:
         return
     with nogil:
         if floating is float:
-            smx_exp_array_f32(&x[0], &out[0], x.shape[0])
+            smx_exp_array_f32(&x[0], &out[0], x.shape[0], double_lanes)
         else:
             smx_exp_array_f64(&x[0], &out[0], x.shape[0])
 
