@@ -45,6 +45,11 @@ def as_real_array(x, name="x"):
     return arr
 
 
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT64 = np.dtype(np.float64)
+_NATIVE_DTYPES = {_FLOAT32: (_FLOAT32, _FLOAT32), _FLOAT64: (_FLOAT64, _FLOAT64)}
+
+
 def float_dtypes(dtype):
     """(result dtype, compute dtype) for an input dtype, as API.md specifies.
 
@@ -52,6 +57,9 @@ def float_dtypes(dtype):
     bool and integers become float64.  long double is computed and returned in float64
     (the kernels have no extended-precision path).
     """
+    native = _NATIVE_DTYPES.get(dtype)
+    if native is not None:
+        return native
     if dtype.kind == "f":
         if dtype.itemsize == 2:
             return np.dtype(np.float16), np.dtype(np.float32)
@@ -71,6 +79,8 @@ def check_axis(axis, ndim):
 
 def check_beta(beta):
     """`beta` as a Python float; non-finite values raise ValueError."""
+    if type(beta) is float and math.isfinite(beta):   # the common case, checked cheaply
+        return beta
     if np.ndim(beta) != 0 or isinstance(beta, (str, bytes, complex, np.complexfloating)):
         raise TypeError(f"beta must be a real scalar, got {beta!r}")
     beta = float(beta)
@@ -83,6 +93,8 @@ def check_n_threads(n_threads):
     """A positive thread count (the library default for None)."""
     if n_threads is None:
         return _config.get_num_threads()
+    if type(n_threads) is int and n_threads > 0:   # the common case, checked cheaply
+        return n_threads
     if isinstance(n_threads, (bool, np.bool_)):
         raise TypeError("n_threads must be a positive integer or None, got a bool")
     try:
@@ -106,7 +118,15 @@ def threads_for(n_threads, rows, n):
 def as_rows(arr, axis, dtype):
     """A C-contiguous, aligned, native (rows, n) array of `dtype` whose rows run along
     `axis` of `arr`.  A view when `arr` already is laid out so, else one copy."""
-    moved = np.moveaxis(arr, axis, -1)
+    if (
+        axis == arr.ndim - 1
+        and arr.dtype == dtype
+        and arr.flags.c_contiguous
+        and arr.flags.aligned
+        and arr.dtype.isnative
+    ):
+        return arr.reshape(-1, arr.shape[-1]) if arr.ndim != 2 else arr
+    moved = axis_last(arr, axis)
     n = moved.shape[-1]
     rows = math.prod(moved.shape[:-1])
     data = np.require(moved, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
@@ -142,6 +162,24 @@ def check_out(out, shape, dtype, name="out"):
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
     return out
+
+
+def specialised(kernel, dtype):
+    """The float32 or float64 version of a fused-type kernel, looked up once: calling it
+    directly skips Cython's per-call dispatch on the arguments' types."""
+    key = (kernel, dtype)
+    found = _SPECIALISED.get(key)
+    if found is None:
+        found = _SPECIALISED[key] = kernel["float" if dtype == _FLOAT32 else "double"]
+    return found
+
+
+_SPECIALISED = {}
+
+
+def axis_last(arr, axis):
+    """`arr` with `axis` moved last (`arr` itself when it already is last)."""
+    return arr if axis == arr.ndim - 1 else np.moveaxis(arr, axis, -1)
 
 
 def kernel_target(target, dtype, inputs, rows_shape):

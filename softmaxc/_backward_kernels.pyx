@@ -175,7 +175,8 @@ def softmax_backward_rows(const floating[:, ::1] grad,    # IN  (rows, n)
                           double beta,
                           int n_threads):
     cdef Py_ssize_t r, n = grad.shape[1]
-    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         softmax_backward_row(&grad[r, 0], &probs[r, 0], n, beta, &out[r, 0])
 
 
@@ -185,7 +186,8 @@ def log_softmax_backward_rows(const floating[:, ::1] grad,        # IN  (rows, n
                               double beta,
                               int n_threads):
     cdef Py_ssize_t r, n = grad.shape[1]
-    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         log_softmax_backward_row(&grad[r, 0], &log_probs[r, 0], n, beta, &out[r, 0])
 
 
@@ -194,5 +196,6 @@ def softmax_jacobian_rows(const floating[:, ::1] probs,   # IN  (rows, n)
                           double beta,
                           int n_threads):
     cdef Py_ssize_t r, n = probs.shape[1]
-    for r in prange(probs.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(probs.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         softmax_jacobian_row(&probs[r, 0], n, beta, &out[r, 0, 0])

@@ -4,6 +4,8 @@ import operator
 import platform
 import sys
 
+from softmaxc._runtime import openmp_max_threads
+
 _default_threads = None
 
 
@@ -42,8 +44,6 @@ def get_num_threads():
     """
     if _default_threads is not None:
         return _default_threads
-    from softmaxc._runtime import openmp_max_threads
-
     return openmp_max_threads()
 
 

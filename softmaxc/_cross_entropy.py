@@ -171,17 +171,17 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
     threads = _arrays.threads_for(n_threads, *rows.shape)
     buffer = direct = grad_rows = None
     if grad is not None:
-        grad_rows = np.moveaxis(grad, axis, -1)
+        grad_rows = _arrays.axis_last(grad, axis)
         if probs is not None and np.may_share_memory(probs, grad):
             probs = probs.copy()  # the kernel reads each target row after writing its gradient
         buffer, direct = _arrays.kernel_target(grad_rows, compute_dtype, [rows], rows.shape)
 
     if labels is not None:
-        kernels.cross_entropy_index_rows(rows, labels, weight, label_smoothing, beta,
-                                         grad_scale, row_losses, buffer, threads)
+        _arrays.specialised(kernels.cross_entropy_index_rows, compute_dtype)(
+            rows, labels, weight, label_smoothing, beta, grad_scale, row_losses, buffer, threads)
     else:
-        kernels.cross_entropy_prob_rows(rows, probs, weight, label_smoothing, beta,
-                                        grad_scale, row_losses, buffer, threads)
+        _arrays.specialised(kernels.cross_entropy_prob_rows, compute_dtype)(
+            rows, probs, weight, label_smoothing, beta, grad_scale, row_losses, buffer, threads)
     if grad is not None:
         _arrays.finish(grad_rows, buffer, direct)
 

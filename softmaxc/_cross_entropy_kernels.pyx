@@ -221,7 +221,8 @@ def cross_entropy_index_rows(const floating[:, ::1] x,        # IN  (rows, C) lo
     cdef double grad_factor = beta * grad_scale
     if grad is not None:
         grad_ptr = &grad[0, 0]
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         if labels[r] < 0:
             loss[r] = 0.0
             if grad_ptr != NULL:
@@ -249,7 +250,8 @@ def cross_entropy_prob_rows(const floating[:, ::1] x,         # IN  (rows, C) lo
     cdef double grad_factor = beta * grad_scale
     if grad is not None:
         grad_ptr = &grad[0, 0]
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         loss[r] = cross_entropy_row(&x[r, 0], n, beta, 0, &probs[r, 0], weight_ptr, keep,
                                     smooth, grad_factor,
                                     NULL if grad_ptr == NULL else grad_ptr + r * n)

@@ -20,9 +20,10 @@ def _rowwise(kernel, x, axis, beta, where, out, n_threads):
     if arr.size == 0:
         return out
     rows = _arrays.as_rows(arr, axis, compute_dtype)
-    target = np.moveaxis(out, axis, -1)
+    target = _arrays.axis_last(out, axis)
     buffer, direct = _arrays.kernel_target(target, compute_dtype, [rows], rows.shape)
-    kernel(rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
+    _arrays.specialised(kernel, compute_dtype)(
+        rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
     _arrays.finish(target, buffer, direct)
     return out
 
@@ -169,6 +170,7 @@ def logsumexp(x, axis=-1, *, beta=1.0, keepdims=False, where=None, out=None, n_t
         return out
     rows = _arrays.as_rows(arr, axis, compute_dtype)
     buffer, direct = _arrays.kernel_target(out, compute_dtype, [rows], (rows.shape[0],))
-    kernels.logsumexp_rows(rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
+    _arrays.specialised(kernels.logsumexp_rows, compute_dtype)(
+        rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
     _arrays.finish(out, buffer, direct)
     return out

@@ -50,7 +50,8 @@ def softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
                  int n_threads):
     cdef Py_ssize_t r, n = x.shape[1]
     cdef const unsigned char* keep_ptr = mask_base(keep)
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         softmax_row(&x[r, 0], n, beta, NULL if keep_ptr == NULL else keep_ptr + r * n,
                     &out[r, 0])
 
@@ -62,7 +63,8 @@ def log_softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
                      int n_threads):
     cdef Py_ssize_t r, n = x.shape[1]
     cdef const unsigned char* keep_ptr = mask_base(keep)
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         log_softmax_row(&x[r, 0], n, beta, NULL if keep_ptr == NULL else keep_ptr + r * n,
                         &out[r, 0])
 
@@ -74,6 +76,7 @@ def logsumexp_rows(const floating[:, ::1] x,           # IN  (rows, n)
                    int n_threads):
     cdef Py_ssize_t r, n = x.shape[1]
     cdef const unsigned char* keep_ptr = mask_base(keep)
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         out[r] = <floating>logsumexp_row(&x[r, 0], n, beta,
                                          NULL if keep_ptr == NULL else keep_ptr + r * n)
