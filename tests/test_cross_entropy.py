@@ -590,6 +590,25 @@ def test_out_and_in_place(dtype, kind, function):
         assert result[0] == expected[0]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("beta", [0.37, -1.3, 2.5])
+def test_in_place_on_the_compensated_path(dtype, beta):
+    # Rows whose label is their most probable class take the compensated sum, which needs
+    # each logit twice (its exponential and the rounding of its shifted logit); in place,
+    # the gradient overwrites the logits as it goes.  With beta != 1 the rounding depends
+    # on the logit itself, so a logit re-read after being overwritten would change loss
+    # and gradient.  Rows longer than one pairwise block, with the label in both halves.
+    rng = np.random.default_rng(23)
+    logits = (rng.standard_normal((6, 300)) * 4).astype(dtype)
+    labels = np.argmax(beta * logits.astype(np.float64), axis=1)
+    expected_loss, expected_grad = softmaxc.cross_entropy_with_grad(logits, labels, beta=beta)
+    in_place = logits.copy()
+    loss, grad = softmaxc.cross_entropy_with_grad(in_place, labels, beta=beta, out=in_place)
+    assert grad is in_place
+    np.testing.assert_array_equal(in_place, expected_grad)
+    assert loss == expected_loss
+
+
 def test_out_along_another_axis_and_aliasing_targets():
     logits = make_logits((N_CLASSES, N_SAMPLES), seed=18)   # classes along axis 0
     target = make_labels()
