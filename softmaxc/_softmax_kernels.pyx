@@ -15,8 +15,13 @@ cdef extern from "_simd.h" nogil:
     void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n, bint double_lanes) noexcept
     void smx_exp_array_f64(const double* x, double* out, Py_ssize_t n) noexcept
 
-# The row loops' path, chosen now (see _simd.h): "avx2+fma" or "portable".
+import os
+
+# The row loops' path, chosen now (see _simd.h): "avx2+fma" or "portable", with the reason.
 SIMD_PATH = ("portable", "avx2+fma")[smx_simd_init()]
+if SIMD_PATH == "portable":
+    SIMD_PATH += (" (SOFTMAXC_SIMD=0)" if os.environ.get("SOFTMAXC_SIMD") == "0"
+                  else " (no AVX2+FMA on this CPU)")
 
 
 def _simd_check_exp(const floating[::1] x,   # IN  (n,)
