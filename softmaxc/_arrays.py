@@ -133,6 +133,21 @@ def as_rows(arr, axis, dtype):
     return data.reshape(rows, n)
 
 
+def as_columns(arr, axis, dtype):
+    """`arr` as an (outer, n, inner) view whose rows run down its columns (n along `axis`),
+    for the column kernels, or None when `arr` is not laid out for them (then `as_rows`)."""
+    if not (
+        axis != arr.ndim - 1
+        and arr.dtype == dtype
+        and arr.flags.c_contiguous
+        and arr.flags.aligned
+        and arr.dtype.isnative
+    ):
+        return None
+    shape = arr.shape
+    return arr.reshape(math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :]))
+
+
 def mask_rows(where, shape, axis):
     """The `where=` mask as C-contiguous uint8 rows matching `as_rows`, or None."""
     if where is None:

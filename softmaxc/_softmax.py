@@ -6,8 +6,9 @@ from softmaxc import _arrays
 from softmaxc import _softmax_kernels as kernels
 
 
-def _rowwise(kernel, x, axis, beta, where, out, n_threads):
-    """Run a kernel whose result has the shape of `x` (softmax, log_softmax)."""
+def _rowwise(kernel, column_kernel, x, axis, beta, where, out, n_threads):
+    """Run a kernel whose result has the shape of `x` (softmax, log_softmax); rows along
+    a non-last axis of a C-contiguous array go to the column kernel (no transposed copy)."""
     arr = _arrays.as_real_array(x)
     result_dtype, compute_dtype = _arrays.float_dtypes(arr.dtype)
     axis = _arrays.check_axis(axis, arr.ndim)
@@ -18,6 +19,14 @@ def _rowwise(kernel, x, axis, beta, where, out, n_threads):
     if out is None:
         out = np.empty(arr.shape, result_dtype)
     if arr.size == 0:
+        return out
+    columns = None if keep is not None else _arrays.as_columns(arr, axis, compute_dtype)
+    if columns is not None:
+        buffer, direct = _arrays.kernel_target(out, compute_dtype, [columns], columns.shape)
+        _arrays.specialised(column_kernel, compute_dtype)(
+            columns, buffer, beta, _arrays.threads_for(n_threads, arr.size // arr.shape[axis],
+                                                       arr.shape[axis]))
+        _arrays.finish(out, buffer, direct)
         return out
     rows = _arrays.as_rows(arr, axis, compute_dtype)
     target = _arrays.axis_last(out, axis)
@@ -71,7 +80,8 @@ def softmax(x, axis=-1, *, beta=1.0, where=None, out=None, n_threads=None):
     >>> softmaxc.softmax([1.0, 2.0, 3.0], beta=0.0)
     array([0.33333333, 0.33333333, 0.33333333])
     """
-    return _rowwise(kernels.softmax_rows, x, axis, beta, where, out, n_threads)
+    return _rowwise(kernels.softmax_rows, kernels.softmax_columns, x, axis, beta, where, out,
+                    n_threads)
 
 
 def log_softmax(x, axis=-1, *, beta=1.0, where=None, out=None, n_threads=None):
@@ -113,7 +123,8 @@ def log_softmax(x, axis=-1, *, beta=1.0, where=None, out=None, n_threads=None):
     >>> softmaxc.log_softmax([0.0, 50.0])
     array([-5.00000000e+01, -1.92874985e-22])
     """
-    return _rowwise(kernels.log_softmax_rows, x, axis, beta, where, out, n_threads)
+    return _rowwise(kernels.log_softmax_rows, kernels.log_softmax_columns, x, axis, beta, where,
+                    out, n_threads)
 
 
 def logsumexp(x, axis=-1, *, beta=1.0, keepdims=False, where=None, out=None, n_threads=None):
@@ -167,6 +178,14 @@ def logsumexp(x, axis=-1, *, beta=1.0, keepdims=False, where=None, out=None, n_t
         return out
     if arr.shape[axis] == 0:
         out[...] = -np.inf
+        return out
+    columns = None if keep is not None else _arrays.as_columns(arr, axis, compute_dtype)
+    if columns is not None:
+        outer, n, inner = columns.shape
+        buffer, direct = _arrays.kernel_target(out, compute_dtype, [columns], (outer, inner))
+        _arrays.specialised(kernels.logsumexp_columns, compute_dtype)(
+            columns, buffer, beta, _arrays.threads_for(n_threads, outer * inner, n))
+        _arrays.finish(out, buffer, direct)
         return out
     rows = _arrays.as_rows(arr, axis, compute_dtype)
     buffer, direct = _arrays.kernel_target(out, compute_dtype, [rows], (rows.shape[0],))

@@ -7,7 +7,8 @@ matching shapes, and `keep` (a uint8 mask of the same shape) or None.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
 
 from softmaxc._rowops cimport smx_simd_init, softmax_row, log_softmax_row, logsumexp_row
 
@@ -85,3 +86,114 @@ def logsumexp_rows(const floating[:, ::1] x,           # IN  (rows, n)
                     use_threads_if=n_threads > 1):
         out[r] = <floating>logsumexp_row(&x[r, 0], n, beta,
                                          NULL if keep_ptr == NULL else keep_ptr + r * n)
+
+
+# ---------------------------------------------------------------------------------------
+# Rows along a non-last axis (a C-contiguous (outer, n, inner) array, rows of stride inner)
+# ---------------------------------------------------------------------------------------
+#
+# A row runs down a column: x[o, :, j].  Instead of transposing the whole array to a copy,
+# each thread gathers a tile of `width` neighbouring columns (contiguous in memory: width
+# elements per class) into its own small buffer as rows, applies the very row function of
+# the contiguous case, and scatters the results back.  The values and the row function are
+# the same, so the results are bitwise those of the contiguous layout, for every thread
+# count.  `out` may be `x` itself (a tile is read completely before it is written).
+
+cdef enum ColumnOp:
+    COLUMN_SOFTMAX
+    COLUMN_LOG_SOFTMAX
+    COLUMN_LOGSUMEXP
+
+# A tile holds at most this many elements (width * n): it stays in the L2 cache.
+cdef enum:
+    TILE_ELEMENTS = 1 << 15
+    MAX_TILE_WIDTH = 16
+
+
+cdef inline Py_ssize_t tile_width(Py_ssize_t n, Py_ssize_t inner) noexcept nogil:
+    cdef Py_ssize_t width = TILE_ELEMENTS // n
+    return max(1, min(width, MAX_TILE_WIDTH, inner))
+
+
+cdef inline void column_tile(ColumnOp op, const floating* x, Py_ssize_t n, Py_ssize_t stride,
+                             Py_ssize_t width, double beta, floating* rows,
+                             floating* out) noexcept nogil:
+    """Rows x[c * stride + j] (c < n) for j < width: gathered into `rows` (width, n), the
+    row function applied in place there, results scattered back to out[c * stride + j]
+    (softmax, log_softmax) or written to out[j] (logsumexp)."""
+    cdef Py_ssize_t c, j
+    for c in range(n):
+        for j in range(width):
+            rows[j * n + c] = x[c * stride + j]
+    for j in range(width):
+        if op == COLUMN_SOFTMAX:
+            softmax_row(rows + j * n, n, beta, NULL, rows + j * n)
+        elif op == COLUMN_LOG_SOFTMAX:
+            log_softmax_row(rows + j * n, n, beta, NULL, rows + j * n)
+        else:
+            out[j] = <floating>logsumexp_row(rows + j * n, n, beta, NULL)
+    if op != COLUMN_LOGSUMEXP:
+        for c in range(n):
+            for j in range(width):
+                out[c * stride + j] = rows[j * n + c]
+
+
+cdef int column_kernel(ColumnOp op, const floating* x, floating* out, Py_ssize_t outer,
+                       Py_ssize_t n, Py_ssize_t inner, double beta,
+                       int n_threads) noexcept nogil:
+    """Every tile of every outer index, in parallel; 0 on success, -1 if out of memory."""
+    cdef Py_ssize_t width = tile_width(n, inner)
+    cdef Py_ssize_t tiles_per_outer = (inner + width - 1) // width
+    cdef Py_ssize_t t, o, j0, w
+    cdef floating* rows
+    cdef int failed = 0
+    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        rows = <floating*>malloc(width * n * sizeof(floating))
+        for t in prange(outer * tiles_per_outer, schedule="static"):
+            if rows == NULL:
+                failed += 1   # a reduction: any thread without a buffer
+            else:
+                o = t // tiles_per_outer
+                j0 = (t % tiles_per_outer) * width
+                w = min(width, inner - j0)
+                if op == COLUMN_LOGSUMEXP:
+                    column_tile(op, x + o * n * inner + j0, n, inner, w, beta, rows,
+                                out + o * inner + j0)
+                else:
+                    column_tile(op, x + o * n * inner + j0, n, inner, w, beta, rows,
+                                out + o * n * inner + j0)
+        free(rows)
+    return -1 if failed else 0
+
+
+cdef run_columns(ColumnOp op, const floating* x, floating* out, Py_ssize_t outer,
+                 Py_ssize_t n, Py_ssize_t inner, double beta, int n_threads):
+    cdef int status
+    with nogil:
+        status = column_kernel(op, x, out, outer, n, inner, beta, n_threads)
+    if status != 0:
+        raise MemoryError("softmaxc: no memory for the per-thread tile buffers")
+
+
+def softmax_columns(const floating[:, :, ::1] x,    # IN  (outer, n, inner)
+                    floating[:, :, ::1] out,        # OUT (outer, n, inner), may be x
+                    double beta,
+                    int n_threads):
+    run_columns(COLUMN_SOFTMAX, &x[0, 0, 0], &out[0, 0, 0], x.shape[0], x.shape[1],
+                x.shape[2], beta, n_threads)
+
+
+def log_softmax_columns(const floating[:, :, ::1] x,    # IN  (outer, n, inner)
+                        floating[:, :, ::1] out,        # OUT (outer, n, inner), may be x
+                        double beta,
+                        int n_threads):
+    run_columns(COLUMN_LOG_SOFTMAX, &x[0, 0, 0], &out[0, 0, 0], x.shape[0], x.shape[1],
+                x.shape[2], beta, n_threads)
+
+
+def logsumexp_columns(const floating[:, :, ::1] x,    # IN  (outer, n, inner)
+                      floating[:, ::1] out,           # OUT (outer, inner)
+                      double beta,
+                      int n_threads):
+    run_columns(COLUMN_LOGSUMEXP, &x[0, 0, 0], &out[0, 0], x.shape[0], x.shape[1],
+                x.shape[2], beta, n_threads)
