@@ -383,10 +383,17 @@ static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, int ex
 /* exp(hi + lo) for |lo| <= ulp(hi) / 2 (lo: the rounding error of hi, or 0), in float32. */
 static SMX_AVX2_INLINE __m256 smx_avx2_exp8f(__m256 hi, __m256 lo) {
     const __m256 shifter = _mm256_set1_ps(SMX_F32_SHIFTER);
-    __m256 kf, k, r, p, big;
-    /* lo is NaN only when hi is infinite (inf - inf in its TwoSum): then it must not matter */
-    lo = _mm256_and_ps(lo, _mm256_cmp_ps(lo, lo, _CMP_ORD_Q));
-    hi = _mm256_min_ps(_mm256_set1_ps(SMX_F32_HI), _mm256_max_ps(_mm256_set1_ps(SMX_F32_LO), hi));
+    __m256 kf, k, r, p;
+    /* Lanes with |hi| > SAFE (or infinite) take the rare branch: clamp (NaN passes through
+     * the clamps), drop a NaN lo (only an infinite hi has one: inf - inf in its TwoSum), and
+     * scale in two steps below.  Elsewhere hi needs no clamp. */
+    int big = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), hi),
+                                               _mm256_set1_ps(SMX_F32_SAFE), _CMP_GT_OQ));
+    if (__builtin_expect(big != 0, 0)) {
+        lo = _mm256_and_ps(lo, _mm256_cmp_ps(lo, lo, _CMP_ORD_Q));
+        hi = _mm256_min_ps(_mm256_set1_ps(SMX_F32_HI),
+                           _mm256_max_ps(_mm256_set1_ps(SMX_F32_LO), hi));
+    }
     kf = _mm256_fmadd_ps(hi, _mm256_set1_ps(1.44269504088896341f), shifter);
     k = _mm256_sub_ps(kf, shifter);
     r = _mm256_fnmadd_ps(k, _mm256_set1_ps(SMX_F32_LN2_C1), hi);   /* exact */
@@ -398,9 +405,7 @@ static SMX_AVX2_INLINE __m256 smx_avx2_exp8f(__m256 hi, __m256 lo) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    big = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), hi),
-                        _mm256_set1_ps(SMX_F32_SAFE), _CMP_GT_OQ);
-    if (__builtin_expect(_mm256_movemask_ps(big) != 0, 0)) {
+    if (__builtin_expect(big != 0, 0)) {
         /* 2^k1 * 2^(k - k1): the last multiplication rounds once into the subnormals. */
         __m256i ki = _mm256_sub_epi32(_mm256_castps_si256(kf), _mm256_castps_si256(shifter));
         __m256i k1 = _mm256_srai_epi32(ki, 1);
@@ -414,6 +419,35 @@ static SMX_AVX2_INLINE __m256 smx_avx2_exp8f(__m256 hi, __m256 lo) {
         _mm256_add_epi32(_mm256_castps_si256(kf), _mm256_set1_epi32(127)), 23)));
 }
 
+/* One group of 8 of smx_avx2_sum_exp_f32_beta1: exp(x_i - x_ref) for x_i = src[0..7],
+ * zeroed where lane_bytes is 0 (when not NULL), stored to store (when not NULL), added to
+ * the accumulators except lane `skip_lane` (-1: none). */
+static SMX_AVX2_INLINE void smx_avx2_exp8_group(const float* src, __m256 neg_ref,
+                                                const unsigned char* lane_bytes,
+                                                float* store, int skip_lane,
+                                                __m256d* acc_lo, __m256d* acc_hi) {
+    __m256 v = _mm256_loadu_ps(src);
+    __m256 d = _mm256_add_ps(v, neg_ref);
+    __m256 b_part = _mm256_sub_ps(d, v);
+    __m256 lo = _mm256_add_ps(_mm256_sub_ps(v, _mm256_sub_ps(d, b_part)),
+                              _mm256_sub_ps(neg_ref, b_part));
+    __m256 e = smx_avx2_exp8f(d, lo);
+    if (lane_bytes != NULL) {
+        __m256i off = _mm256_cmpeq_epi32(
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)lane_bytes)),
+            _mm256_setzero_si256());
+        e = _mm256_andnot_ps(_mm256_castsi256_ps(off), e);
+    }
+    if (store != NULL) _mm256_storeu_ps(store, e);
+    if (skip_lane >= 0) {   /* the reference entry: stored, not summed */
+        __m256i off = _mm256_cmpeq_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0),
+                                         _mm256_set1_epi32(skip_lane));
+        e = _mm256_andnot_ps(_mm256_castsi256_ps(off), e);
+    }
+    *acc_lo = _mm256_add_pd(*acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    *acc_hi = _mm256_add_pd(*acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+}
+
 /* smx_avx2_sum_exp for float32 rows with beta == 1 and no residual, in float lanes: w_i =
  * x_i - x_ref is carried exactly as hi + lo (TwoSum), so exp(w_i) does not inherit the
  * rounding of the difference (the float32-accuracy contract of the double lanes). */
@@ -423,49 +457,30 @@ static SMX_AVX2 double smx_avx2_sum_exp_f32_beta1(const float* x, Py_ssize_t sta
                                                   float* store) {
     const __m256 neg_ref = _mm256_set1_ps(-x_ref);
     __m256d acc_lo = _mm256_setzero_pd(), acc_hi = acc_lo;
-    Py_ssize_t i;
-    for (i = start; i < stop; i += 8) {
-        Py_ssize_t count = stop - i < 8 ? stop - i : 8;
-        int special = count < 8 || keep != NULL || (size_t)(skip - i) < 8;
-        float buffer[8];
+    Py_ssize_t i = start;
+    if (keep == NULL) {   /* full groups: the common case, without lane bookkeeping */
+        for (; i + 8 <= stop; i += 8) {
+            int skip_lane = (size_t)(skip - i) < 8 ? (int)(skip - i) : -1;
+            if (skip_lane >= 0)
+                smx_avx2_exp8_group(x + i, neg_ref, NULL, store == NULL ? NULL : store + i,
+                                    skip_lane, &acc_lo, &acc_hi);
+            else if (store != NULL)
+                smx_avx2_exp8_group(x + i, neg_ref, NULL, store + i, -1, &acc_lo, &acc_hi);
+            else
+                smx_avx2_exp8_group(x + i, neg_ref, NULL, NULL, -1, &acc_lo, &acc_hi);
+        }
+    }
+    for (; i < stop; i += 8) {   /* a short group (padded with x_ref: w = 0), or a mask */
+        Py_ssize_t count = stop - i < 8 ? stop - i : 8, j;
+        float buffer[8], result[8];
         unsigned char lane_bytes[8];
-        const float* src = x + i;
-        __m256 v, d, b_part, lo, e;
-        Py_ssize_t j;
-        if (special) {
-            for (j = 0; j < 8; j++) {
-                buffer[j] = j < count ? src[j] : x_ref;   /* padding: w = 0, masked out */
-                lane_bytes[j] = j < count && (keep == NULL || keep[i + j] != 0);
-            }
-            src = buffer;
+        for (j = 0; j < 8; j++) {
+            buffer[j] = j < count ? x[i + j] : x_ref;
+            lane_bytes[j] = j < count && (keep == NULL || keep[i + j] != 0);
         }
-        v = _mm256_loadu_ps(src);
-        d = _mm256_add_ps(v, neg_ref);
-        b_part = _mm256_sub_ps(d, v);
-        lo = _mm256_add_ps(_mm256_sub_ps(v, _mm256_sub_ps(d, b_part)),
-                           _mm256_sub_ps(neg_ref, b_part));
-        e = smx_avx2_exp8f(d, lo);
-        if (special) {
-            __m256i off = _mm256_cmpeq_epi32(
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)lane_bytes)),
-                _mm256_setzero_si256());
-            e = _mm256_andnot_ps(_mm256_castsi256_ps(off), e);
-        }
-        if (store != NULL) {
-            if (count == 8) {
-                _mm256_storeu_ps(store + i, e);
-            } else {
-                _mm256_storeu_ps(buffer, e);
-                memcpy(store + i, buffer, (size_t)count * sizeof(float));
-            }
-        }
-        if ((size_t)(skip - i) < 8) {   /* the reference entry: stored, not summed */
-            __m256i lane = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
-            __m256i off = _mm256_cmpeq_epi32(lane, _mm256_set1_epi32((int)(skip - i)));
-            e = _mm256_andnot_ps(_mm256_castsi256_ps(off), e);
-        }
-        acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        smx_avx2_exp8_group(buffer, neg_ref, lane_bytes, result,
+                            (size_t)(skip - i) < 8 ? (int)(skip - i) : -1, &acc_lo, &acc_hi);
+        if (store != NULL) memcpy(store + i, result, (size_t)count * sizeof(float));
     }
     return smx_avx2_hsum(acc_lo, acc_hi);
 }
