@@ -238,3 +238,41 @@ cdef inline double logsumexp_row(const floating* x, Py_ssize_t n, double beta,
     if ref.kind == ROW_POS_INF:
         return INFINITY
     return -INFINITY   # ROW_ALL_NEG_INF or ROW_NONE_KEPT
+
+
+# ---------------------------------------------------------------------------------------
+# Tiles: rows along a non-last axis, gathered into contiguous rows and scattered back
+# ---------------------------------------------------------------------------------------
+#
+# In a C-contiguous (outer, n, inner) array a row runs down a column, x[o, :, j], with
+# stride `inner`.  The kernels for such layouts gather a tile of `width` neighbouring
+# columns (contiguous in memory: width elements per class) into a small per-thread buffer
+# as rows, apply the row functions of the contiguous case, and scatter the results back:
+# the same values through the same functions, so bitwise the results of the contiguous
+# layout, without a transposed copy of the whole array.
+
+cdef enum:
+    TILE_ELEMENTS = 1 << 15   # a tile holds at most this many elements: it stays in L2
+    MAX_TILE_WIDTH = 16
+
+
+cdef inline Py_ssize_t tile_width(Py_ssize_t n, Py_ssize_t inner) noexcept nogil:
+    return max(1, min(TILE_ELEMENTS // n, MAX_TILE_WIDTH, inner))
+
+
+cdef inline void gather_tile(const floating* x, Py_ssize_t n, Py_ssize_t stride,
+                             Py_ssize_t width, floating* rows) noexcept nogil:
+    """rows[j * n + c] = x[c * stride + j] for c < n, j < width."""
+    cdef Py_ssize_t c, j
+    for c in range(n):
+        for j in range(width):
+            rows[j * n + c] = x[c * stride + j]
+
+
+cdef inline void scatter_tile(const floating* rows, Py_ssize_t n, Py_ssize_t width,
+                              floating* out, Py_ssize_t stride) noexcept nogil:
+    """out[c * stride + j] = rows[j * n + c] for c < n, j < width."""
+    cdef Py_ssize_t c, j
+    for c in range(n):
+        for j in range(width):
+            out[c * stride + j] = rows[j * n + c]

@@ -10,7 +10,15 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 
-from softmaxc._rowops cimport smx_simd_init, softmax_row, log_softmax_row, logsumexp_row
+from softmaxc._rowops cimport (
+    gather_tile,
+    log_softmax_row,
+    logsumexp_row,
+    scatter_tile,
+    smx_simd_init,
+    softmax_row,
+    tile_width,
+)
 
 cdef extern from "_simd.h" nogil:
     void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n, bint double_lanes) noexcept
@@ -89,42 +97,23 @@ def logsumexp_rows(const floating[:, ::1] x,           # IN  (rows, n)
 
 
 # ---------------------------------------------------------------------------------------
-# Rows along a non-last axis (a C-contiguous (outer, n, inner) array, rows of stride inner)
+# Rows along a non-last axis of a C-contiguous (outer, n, inner) array: tiles (_rowops.pxd)
 # ---------------------------------------------------------------------------------------
-#
-# A row runs down a column: x[o, :, j].  Instead of transposing the whole array to a copy,
-# each thread gathers a tile of `width` neighbouring columns (contiguous in memory: width
-# elements per class) into its own small buffer as rows, applies the very row function of
-# the contiguous case, and scatters the results back.  The values and the row function are
-# the same, so the results are bitwise those of the contiguous layout, for every thread
-# count.  `out` may be `x` itself (a tile is read completely before it is written).
 
 cdef enum ColumnOp:
     COLUMN_SOFTMAX
     COLUMN_LOG_SOFTMAX
     COLUMN_LOGSUMEXP
 
-# A tile holds at most this many elements (width * n): it stays in the L2 cache.
-cdef enum:
-    TILE_ELEMENTS = 1 << 15
-    MAX_TILE_WIDTH = 16
-
-
-cdef inline Py_ssize_t tile_width(Py_ssize_t n, Py_ssize_t inner) noexcept nogil:
-    cdef Py_ssize_t width = TILE_ELEMENTS // n
-    return max(1, min(width, MAX_TILE_WIDTH, inner))
-
 
 cdef inline void column_tile(ColumnOp op, const floating* x, Py_ssize_t n, Py_ssize_t stride,
                              Py_ssize_t width, double beta, floating* rows,
                              floating* out) noexcept nogil:
-    """Rows x[c * stride + j] (c < n) for j < width: gathered into `rows` (width, n), the
-    row function applied in place there, results scattered back to out[c * stride + j]
-    (softmax, log_softmax) or written to out[j] (logsumexp)."""
-    cdef Py_ssize_t c, j
-    for c in range(n):
-        for j in range(width):
-            rows[j * n + c] = x[c * stride + j]
+    """The rows of one tile: results scattered back to out[c * stride + j] (softmax,
+    log_softmax; `out` may be `x`: the tile is read before it is written) or written to
+    out[j] (logsumexp)."""
+    cdef Py_ssize_t j
+    gather_tile(x, n, stride, width, rows)
     for j in range(width):
         if op == COLUMN_SOFTMAX:
             softmax_row(rows + j * n, n, beta, NULL, rows + j * n)
@@ -133,9 +122,7 @@ cdef inline void column_tile(ColumnOp op, const floating* x, Py_ssize_t n, Py_ss
         else:
             out[j] = <floating>logsumexp_row(rows + j * n, n, beta, NULL)
     if op != COLUMN_LOGSUMEXP:
-        for c in range(n):
-            for j in range(width):
-                out[c * stride + j] = rows[j * n + c]
+        scatter_tile(rows, n, width, out, stride)
 
 
 cdef int column_kernel(ColumnOp op, const floating* x, floating* out, Py_ssize_t outer,

@@ -763,3 +763,35 @@ def test_zero_classes_and_bad_out():
             softmaxc.cross_entropy_grad(logits, [0, 1], out=out)
         with pytest.raises(ValueError, match=match):
             softmaxc.cross_entropy_with_grad(logits, [0, 1], out=out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 7), (4, 1000, 9), (2, 20000, 3)], ids=str)
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "weight": "random"},
+                                     {"beta": -1.3, "reduction": "none"}], ids=str)
+def test_classes_along_axis_1_equal_the_contiguous_rows(dtype, shape, options):
+    # PyTorch's (N, C, d) layout, C-contiguous, goes through the tiled column kernel (no
+    # transposed copy): bitwise the results of the transposed contiguous rows, for every
+    # thread count, in place too; ignored targets included.
+    rng = np.random.default_rng(41)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    labels = rng.integers(0, shape[1], (shape[0], shape[2]))
+    labels[0, 0] = -100
+    options = dict(options)
+    if options.get("weight") == "random":
+        options["weight"] = rng.random(shape[1])
+    transposed = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    loss, grad = softmaxc.cross_entropy_with_grad(transposed, labels, **options)
+    grad = np.moveaxis(grad, -1, 1)
+    for n_threads in (1, 2, 3):
+        got_loss, got_grad = softmaxc.cross_entropy_with_grad(x, labels, axis=1,
+                                                              n_threads=n_threads, **options)
+        assert np.asarray(got_loss).tobytes() == np.asarray(loss).tobytes()
+        np.testing.assert_array_equal(got_grad, grad)
+    only_loss = softmaxc.cross_entropy(x, labels, axis=1, **options)
+    assert np.asarray(only_loss).tobytes() == np.asarray(loss).tobytes()
+    in_place = x.copy()
+    _, got_grad = softmaxc.cross_entropy_with_grad(in_place, labels, axis=1, out=in_place,
+                                                   **options)
+    assert got_grad is in_place
+    np.testing.assert_array_equal(in_place, grad)
