@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import softmaxc
+from softmaxc import _arrays
 
 # ---------------------------------------------------------------------------------------
 # References
@@ -433,9 +434,10 @@ def test_target_gradient_does_not_round_to_zero():
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bitwise_identical_for_every_thread_count(kind, reduction, dtype):
-    shape = (301, 97)   # large enough to run in parallel
+    assert 401 * 97 >= _arrays.MIN_PARALLEL_ELEMENTS
+    shape = (401, 97)   # large enough to run in parallel (above MIN_PARALLEL_ELEMENTS)
     logits = make_logits(shape, seed=8, dtype=dtype)
-    target = (make_labels((301,), 97, ignored=range(0, 301, 7)) if kind == "index"
+    target = (make_labels((401,), 97, ignored=range(0, 401, 7)) if kind == "index"
               else make_probs(shape, dtype=dtype))
     options = dict(weight=np.linspace(0.1, 2.0, 97), label_smoothing=0.05,
                    reduction=reduction)
