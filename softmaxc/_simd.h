@@ -155,16 +155,21 @@ static inline double smx_pow2i(int64_t k) {   /* 2^k for -1022 <= k <= 1023 */
     return bits.d;
 }
 
+/* w = k ln2 + r, |r| <= ln2/2 (slightly more when w log2(e) rounds), portable. */
+static inline double smx_reduce_portable(double w, double* k) {
+    double kd = w * SMX_LOG2E + SMX_SHIFTER;
+    *k = kd - SMX_SHIFTER;
+    return (w - *k * SMX_LN2_HI) - *k * SMX_LN2_LO;
+}
+
 /* exp(w) in double for the float64 kernels, portable. */
 static inline double smx_exp64_portable(double w) {
-    double kd, k, r, p;
+    double k, r, p;
     int64_t ki, k1;
     if (w < SMX_EXP64_LO) w = SMX_EXP64_LO;   /* comparisons are false for NaN */
     if (w > SMX_EXP64_HI) w = SMX_EXP64_HI;
     if (w != w) return w;
-    kd = w * SMX_LOG2E + SMX_SHIFTER;
-    k = kd - SMX_SHIFTER;
-    r = (w - k * SMX_LN2_HI) - k * SMX_LN2_LO;
+    r = smx_reduce_portable(w, &k);
     p = SMX_P11;
     p = p * r + SMX_P10; p = p * r + SMX_P9; p = p * r + SMX_P8; p = p * r + SMX_P7;
     p = p * r + SMX_P6; p = p * r + SMX_P5; p = p * r + SMX_P4; p = p * r + SMX_P3;
@@ -177,13 +182,11 @@ static inline double smx_exp64_portable(double w) {
 
 /* exp(w) to float32 accuracy (then rounded to float32 by the caller), portable. */
 static inline double smx_exp32_portable(double w) {
-    double kd, k, r, p;
+    double k, r, p;
     if (w < -SMX_EXP32_LIMIT) w = -SMX_EXP32_LIMIT;
     if (w > SMX_EXP32_LIMIT) w = SMX_EXP32_LIMIT;
     if (w != w) return w;
-    kd = w * SMX_LOG2E + SMX_SHIFTER;
-    k = kd - SMX_SHIFTER;
-    r = (w - k * SMX_LN2_HI) - k * SMX_LN2_LO;
+    r = smx_reduce_portable(w, &k);
     p = SMX_C7;
     p = p * r + SMX_C6; p = p * r + SMX_C5; p = p * r + SMX_C4; p = p * r + SMX_C3;
     p = p * r + SMX_C2; p = p * r + 1.0; p = p * r + 1.0;
