@@ -31,7 +31,9 @@ EXTENSIONS = [
 # Never -ffast-math (or -Ofast): when it is used to link a shared object, gcc adds
 # crtfastmath.o, which switches flush-to-zero on for the whole Python process.  It would
 # also break the NaN/inf handling that the kernels rely on.
-BASE_CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+# -ffp-contract=off: a product is fused with an addition only where the code writes fma()
+# (the vector paths in _simd.h would otherwise round differently from the portable one).
+BASE_CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -119,6 +121,7 @@ def extensions():
             name,
             sources,
             include_dirs=["softmaxc"],
+            depends=["softmaxc/_simd.h", "softmaxc/_runtime.h"],
         )
         for name, sources in EXTENSIONS
     ]

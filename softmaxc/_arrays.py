@@ -19,7 +19,9 @@ except ImportError:  # pragma: no cover - NumPy 1.x
 from softmaxc import _config
 
 # Below this many elements a call runs on one thread: waking a team costs more than it saves.
-MIN_PARALLEL_ELEMENTS = 1 << 14
+# With the vector kernels (about 1 ns per element in float32) 2**15 elements are some 30 us
+# of work, against a few us to wake a second thread.
+MIN_PARALLEL_ELEMENTS = 1 << 15
 
 # Most threads a call starts, whatever n_threads asks: libgomp ends the whole process when
 # it cannot create a thread, so n_threads=10**6 must not reach it.  Results are bitwise
@@ -51,6 +53,11 @@ def as_real_array(x, name="x"):
     return arr
 
 
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT64 = np.dtype(np.float64)
+_NATIVE_DTYPES = {_FLOAT32: (_FLOAT32, _FLOAT32), _FLOAT64: (_FLOAT64, _FLOAT64)}
+
+
 def float_dtypes(dtype):
     """(result dtype, compute dtype) for an input dtype, as API.md specifies.
 
@@ -58,6 +65,9 @@ def float_dtypes(dtype):
     bool and integers become float64.  long double is computed and returned in float64
     (the kernels have no extended-precision path).
     """
+    native = _NATIVE_DTYPES.get(dtype)
+    if native is not None:
+        return native
     if dtype.kind == "f":
         if dtype.itemsize == 2:
             return np.dtype(np.float16), np.dtype(np.float32)
@@ -77,6 +87,8 @@ def check_axis(axis, ndim):
 
 def check_beta(beta):
     """`beta` as a Python float; non-finite values raise ValueError."""
+    if type(beta) is float and math.isfinite(beta):   # the common case, checked cheaply
+        return beta
     return real_scalar(beta, "beta", finite=True)
 
 
@@ -101,6 +113,8 @@ def check_n_threads(n_threads):
     """A positive thread count (the library default for None)."""
     if n_threads is None:
         return _config.get_num_threads()
+    if type(n_threads) is int and n_threads > 0:   # the common case, checked cheaply
+        return n_threads
     if isinstance(n_threads, (bool, np.bool_)):
         raise TypeError("n_threads must be a positive integer or None, got a bool")
     try:
@@ -128,11 +142,34 @@ def threads_for(n_threads, rows, n):
 def as_rows(arr, axis, dtype):
     """A C-contiguous, aligned, native (rows, n) array of `dtype` whose rows run along
     `axis` of `arr`.  A view when `arr` already is laid out so, else one copy."""
-    moved = np.moveaxis(arr, axis, -1)
+    if (
+        axis == arr.ndim - 1
+        and arr.dtype == dtype
+        and arr.flags.c_contiguous
+        and arr.flags.aligned
+        and arr.dtype.isnative
+    ):
+        return arr.reshape(-1, arr.shape[-1]) if arr.ndim != 2 else arr
+    moved = axis_last(arr, axis)
     n = moved.shape[-1]
     rows = math.prod(moved.shape[:-1])
     data = np.require(moved, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
     return data.reshape(rows, n)
+
+
+def as_columns(arr, axis, dtype):
+    """`arr` as an (outer, n, inner) view whose rows run down its columns (n along `axis`),
+    for the column kernels, or None when `arr` is not laid out for them (then `as_rows`)."""
+    if not (
+        axis != arr.ndim - 1
+        and arr.dtype == dtype
+        and arr.flags.c_contiguous
+        and arr.flags.aligned
+        and arr.dtype.isnative
+    ):
+        return None
+    shape = arr.shape
+    return arr.reshape(math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :]))
 
 
 def check_mask(where, shape):
@@ -191,6 +228,24 @@ def check_out(out, shape, dtype, name="out"):
             f"{name} has a zero stride (a broadcast view): its elements overlap each other"
         )
     return out
+
+
+def specialised(kernel, dtype):
+    """The float32 or float64 version of a fused-type kernel, looked up once: calling it
+    directly skips Cython's per-call dispatch on the arguments' types."""
+    key = (kernel, dtype)
+    found = _SPECIALISED.get(key)
+    if found is None:
+        found = _SPECIALISED[key] = kernel["float" if dtype == _FLOAT32 else "double"]
+    return found
+
+
+_SPECIALISED = {}
+
+
+def axis_last(arr, axis):
+    """`arr` with `axis` moved last (`arr` itself when it already is last)."""
+    return arr if axis == arr.ndim - 1 else np.moveaxis(arr, axis, -1)
 
 
 def kernel_target(target, dtype, inputs, rows_shape):

@@ -17,7 +17,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expf, INFINITY
 
-from softmaxc._rowops cimport PAIRWISE_BLOCK
+from softmaxc._rowops cimport PAIRWISE_BLOCK, pairwise_split
 
 
 # ---------------------------------------------------------------------------------------
@@ -94,9 +94,7 @@ cdef double row_sum(RowSum kind, const floating* g, const floating* p,
     cdef Py_ssize_t half
     if stop - start <= PAIRWISE_BLOCK:
         return block_sum(kind, g, p, start, stop)
-    half = start + ((stop - start) // (2 * PAIRWISE_BLOCK)) * PAIRWISE_BLOCK
-    if half == start:
-        half = start + PAIRWISE_BLOCK
+    half = pairwise_split(start, stop)
     return row_sum(kind, g, p, start, half) + row_sum(kind, g, p, half, stop)
 
 
@@ -177,7 +175,8 @@ def softmax_backward_rows(const floating[:, ::1] grad,    # IN  (rows, n)
                           double beta,
                           int n_threads):
     cdef Py_ssize_t r, n = grad.shape[1]
-    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         softmax_backward_row(&grad[r, 0], &probs[r, 0], n, beta, &out[r, 0])
 
 
@@ -187,7 +186,8 @@ def log_softmax_backward_rows(const floating[:, ::1] grad,        # IN  (rows, n
                               double beta,
                               int n_threads):
     cdef Py_ssize_t r, n = grad.shape[1]
-    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         log_softmax_backward_row(&grad[r, 0], &log_probs[r, 0], n, beta, &out[r, 0])
 
 
@@ -196,5 +196,6 @@ def softmax_jacobian_rows(const floating[:, ::1] probs,   # IN  (rows, n)
                           double beta,
                           int n_threads):
     cdef Py_ssize_t r, n = probs.shape[1]
-    for r in prange(probs.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(probs.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         softmax_jacobian_row(&probs[r, 0], n, beta, &out[r, 0, 0])

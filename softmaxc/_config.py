@@ -5,6 +5,8 @@ import os
 import platform
 import sys
 
+from softmaxc._runtime import openmp_max_threads
+
 _default_threads = None
 
 # GNU OpenMP (libgomp) is not fork-safe: once a process has run a parallel region, its
@@ -69,16 +71,16 @@ def get_num_threads():
         return 1
     if _default_threads is not None:
         return _default_threads
-    from softmaxc._runtime import openmp_max_threads
-
     return openmp_max_threads()
 
 
 def show_config():
-    """Print the version, OpenMP status and thread count, compiler flags and CPU SIMD
-    features softmaxc was built and is running with."""
+    """Print the version, OpenMP status and thread count, compiler flags, the CPU's SIMD
+    features and the kernel path in use ("avx2+fma", or "portable": no AVX2+FMA, or
+    ``SOFTMAXC_SIMD=0`` at import) that softmaxc was built and is running with."""
     from softmaxc import __version__
     from softmaxc._runtime import COMPILE_FLAGS, OPENMP_ENABLED, cpu_features
+    from softmaxc._softmax_kernels import SIMD_PATH
 
     import numpy
 
@@ -93,5 +95,6 @@ def show_config():
         f"  compile flags:  {COMPILE_FLAGS}",
         "  CPU SIMD:       "
         + (", ".join(name for name, present in features.items() if present) or "none detected"),
+        f"  kernel path:    {SIMD_PATH}",
     ]
     print("\n".join(lines))

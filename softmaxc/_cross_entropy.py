@@ -164,34 +164,49 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
         loss = np.zeros(batch_shape, result_dtype) if reduction == "none" else 0.0
         return loss, grad
 
-    rows = _arrays.as_rows(x, axis, compute_dtype)
     grad_scale = 1.0 / normaliser if reduction == "mean" else 1.0
-    row_losses = np.empty(rows.shape[0], np.float64)
+    row_losses = np.empty(rows_count, np.float64)
+    columns = None if labels is None else _arrays.as_columns(x, axis, compute_dtype)
+    if columns is not None:
+        # classes along a non-last axis of a C-contiguous array: tiles, no transposed copy
+        buffer = direct = None
+        if grad is not None:
+            buffer, direct = _arrays.kernel_target(grad, compute_dtype, [columns], columns.shape)
+        _arrays.specialised(kernels.cross_entropy_index_columns, compute_dtype)(
+            columns, labels, weight, label_smoothing, beta, grad_scale, row_losses, buffer,
+            _arrays.threads_for(n_threads, rows_count, n_classes))
+        if grad is not None:
+            _arrays.finish(grad, buffer, direct)
+        return _reduce(row_losses, reduction, normaliser, result_dtype, batch_shape), grad
+
+    rows = _arrays.as_rows(x, axis, compute_dtype)
     threads = _arrays.threads_for(n_threads, *rows.shape)
     buffer = direct = grad_rows = None
     if grad is not None:
-        grad_rows = np.moveaxis(grad, axis, -1)
+        grad_rows = _arrays.axis_last(grad, axis)
         if probs is not None and np.may_share_memory(probs, grad):
             probs = probs.copy()  # the kernel reads each target row after writing its gradient
         buffer, direct = _arrays.kernel_target(grad_rows, compute_dtype, [rows], rows.shape)
 
     if labels is not None:
-        kernels.cross_entropy_index_rows(rows, labels, weight, label_smoothing, beta,
-                                         grad_scale, row_losses, buffer, threads)
+        _arrays.specialised(kernels.cross_entropy_index_rows, compute_dtype)(
+            rows, labels, weight, label_smoothing, beta, grad_scale, row_losses, buffer, threads)
     else:
-        kernels.cross_entropy_prob_rows(rows, probs, weight, label_smoothing, beta,
-                                        grad_scale, row_losses, buffer, threads)
+        _arrays.specialised(kernels.cross_entropy_prob_rows, compute_dtype)(
+            rows, probs, weight, label_smoothing, beta, grad_scale, row_losses, buffer, threads)
     if grad is not None:
         _arrays.finish(grad_rows, buffer, direct)
 
+    return _reduce(row_losses, reduction, normaliser, result_dtype, batch_shape), grad
+
+
+def _reduce(row_losses, reduction, normaliser, result_dtype, batch_shape):
     if reduction == "none":
-        loss = row_losses.astype(result_dtype).reshape(batch_shape)
-    else:
-        # np.sum of a contiguous float64 vector is pairwise in a fixed order: the same
-        # value for every thread count.
-        total = float(np.sum(row_losses))
-        loss = total / normaliser if reduction == "mean" else total
-    return loss, grad
+        return row_losses.astype(result_dtype).reshape(batch_shape)
+    # np.sum of a contiguous float64 vector is pairwise in a fixed order: the same value for
+    # every thread count.
+    total = float(np.sum(row_losses))
+    return total / normaliser if reduction == "mean" else total
 
 
 # The parameters shared by the three public functions, documented once.

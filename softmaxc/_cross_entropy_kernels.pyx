@@ -31,19 +31,27 @@ weights finite and >= 0, and matching shapes; bounds checks are off.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
 from libc.math cimport log1p, NAN
 
 from softmaxc._rowops cimport (
     PAIRWISE_BLOCK,
     ROW_FINITE,
     RowReference,
+    gather_tile,
     pairwise_split,
     row_reference,
+    scale_row,
+    scatter_tile,
     shifted_logit,
+    smx_simd_init,
     sum_exp_shifted,
     sum_exp_shifted_compensated,
+    tile_width,
 )
+
+smx_simd_init()   # the row loops' path (see _simd.h)
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,12 +155,11 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
     # target's mean gap is below one nat (a confidently correct row: loss ~ S * T), the loss
     # needs T to full relative accuracy, so the rounding of the exponents is compensated.
     if weighted_gap < total:
-        tail = sum_exp_shifted_compensated(x, 0, n, ref.x_ref, beta, ref.index, grad,
-                                           &residual)
+        tail = sum_exp_shifted_compensated(x, n, ref.x_ref, beta, ref.index, grad, &residual)
         tail = tail + residual
     else:
-        tail = sum_exp_shifted(x, 0, n, ref.x_ref, beta, <const unsigned char*>NULL,
-                               ref.index, grad)
+        tail = sum_exp_shifted(x, n, ref.x_ref, beta, <const unsigned char*>NULL, ref.index,
+                               grad, True)
     loss = total * log1p(tail) + weighted_gap
     if grad == NULL:
         return loss
@@ -164,8 +171,7 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
         label_exp = grad[label]
         smooth_grad = grad_factor * smooth
         if weight == NULL:
-            for c in range(n):
-                grad[c] = <floating>(scale_exp * grad[c] - smooth_grad)
+            scale_row(grad, grad, n, scale_exp, smooth_grad)
         else:
             for c in range(n):
                 grad[c] = <floating>(scale_exp * grad[c] - smooth_grad * weight[c])
@@ -219,7 +225,8 @@ def cross_entropy_index_rows(const floating[:, ::1] x,        # IN  (rows, C) lo
     cdef double grad_factor = beta * grad_scale
     if grad is not None:
         grad_ptr = &grad[0, 0]
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         if labels[r] < 0:
             loss[r] = 0.0
             if grad_ptr != NULL:
@@ -247,7 +254,72 @@ def cross_entropy_prob_rows(const floating[:, ::1] x,         # IN  (rows, C) lo
     cdef double grad_factor = beta * grad_scale
     if grad is not None:
         grad_ptr = &grad[0, 0]
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
         loss[r] = cross_entropy_row(&x[r, 0], n, beta, 0, &probs[r, 0], weight_ptr, keep,
                                     smooth, grad_factor,
                                     NULL if grad_ptr == NULL else grad_ptr + r * n)
+
+
+cdef int index_columns_kernel(const floating* x, const Py_ssize_t* labels, const double* weight,
+                              double keep, double smooth, double beta, double grad_factor,
+                              double* loss, floating* grad, Py_ssize_t outer, Py_ssize_t n,
+                              Py_ssize_t inner, int n_threads) noexcept nogil:
+    """cross_entropy_index_rows for rows along the class axis of a C-contiguous (outer, n,
+    inner) array, in tiles (see _rowops.pxd): row (o, j) is x[o, :, j], its label and loss
+    at o * inner + j.  0 on success, -1 if out of memory."""
+    cdef Py_ssize_t width = tile_width(n, inner)
+    cdef Py_ssize_t tiles_per_outer = (inner + width - 1) // width
+    cdef Py_ssize_t t, o, j, j0, w, r
+    cdef floating* rows
+    cdef int failed = 0
+    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        rows = <floating*>malloc(width * n * sizeof(floating))
+        for t in prange(outer * tiles_per_outer, schedule="static"):
+            if rows == NULL:
+                failed += 1   # a reduction: any thread without a buffer
+            else:
+                o = t // tiles_per_outer
+                j0 = (t % tiles_per_outer) * width
+                w = min(width, inner - j0)
+                gather_tile(x + o * n * inner + j0, n, inner, w, rows)
+                for j in range(w):
+                    r = o * inner + j0 + j
+                    if labels[r] < 0:
+                        loss[r] = 0.0
+                        fill_row(rows + j * n, n, 0)
+                    else:
+                        # the gradient overwrites the gathered row in place
+                        loss[r] = cross_entropy_row(rows + j * n, n, beta, labels[r],
+                                                    <const floating*>NULL, weight, keep,
+                                                    smooth, grad_factor,
+                                                    NULL if grad == NULL else rows + j * n)
+                if grad != NULL:
+                    scatter_tile(rows, n, w, grad + o * n * inner + j0, inner)
+        free(rows)
+    return -1 if failed else 0
+
+
+def cross_entropy_index_columns(const floating[:, :, ::1] x,    # IN  (outer, C, inner) logits
+                                const Py_ssize_t[::1] labels,   # IN  (outer * inner,), -1: ignored
+                                const double[::1] weight,       # IN  (C,) or None
+                                double label_smoothing,
+                                double beta,
+                                double grad_scale,              # 1 / normaliser for "mean", else 1
+                                double[::1] loss,               # OUT (outer * inner,)
+                                floating[:, :, ::1] grad,       # OUT (outer, C, inner) or None
+                                int n_threads):
+    """cross_entropy_index_rows with the classes along axis 1 of a C-contiguous array
+    (PyTorch's (N, C, d) layout), without a transposed copy; bitwise the same results.
+    `grad` may be `x` itself."""
+    cdef Py_ssize_t n = x.shape[1]
+    cdef floating* grad_ptr = NULL if grad is None else &grad[0, 0, 0]
+    cdef const double* weight_ptr = weight_base(weight)
+    cdef int status
+    with nogil:
+        status = index_columns_kernel(&x[0, 0, 0], &labels[0], weight_ptr,
+                                      1.0 - label_smoothing, label_smoothing / n, beta,
+                                      beta * grad_scale, &loss[0], grad_ptr, x.shape[0], n,
+                                      x.shape[2], n_threads)
+    if status != 0:
+        raise MemoryError("softmaxc: no memory for the per-thread tile buffers")

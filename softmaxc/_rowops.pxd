@@ -18,7 +18,7 @@
 # so that log(sum exp) = log1p(t) keeps full relative accuracy when one entry dominates.
 
 from cython cimport floating
-from libc.math cimport exp, fma, log1p, INFINITY, NAN
+from libc.math cimport log1p, INFINITY, NAN
 
 # What a row needs: a normal computation, or a special value fill.
 cdef enum RowKind:
@@ -33,19 +33,40 @@ cdef struct RowReference:
     double x_ref          # x at the reference entry (valid when kind == ROW_FINITE)
     Py_ssize_t index      # position of the reference entry (first one on ties)
 
-# Leaves of the pairwise summation: blocks of this many terms are summed with four
-# interleaved accumulators (vectorisable); longer ranges are split in halves, aligned to
-# the block, so the order of additions depends only on n, never on threads.
-cdef enum:
-    PAIRWISE_BLOCK = 128
+cdef extern from "_simd.h" nogil:
+    # The vectorised exp and row loops (AVX2+FMA or portable, chosen at run time, once per
+    # module import; SOFTMAXC_SIMD=0 forces the portable path).  See _simd.h.
+    int smx_simd_init() noexcept
+    # Leaves of the pairwise summation: blocks of this many terms are summed in fixed lanes
+    # (vectorised); longer ranges are split in halves, aligned to the block
+    # (pairwise_split), so the order of additions depends only on n, never on threads.
+    enum: PAIRWISE_BLOCK "SOFTMAXC_PAIRWISE_BLOCK"
+    Py_ssize_t pairwise_split "smx_pairwise_split"(Py_ssize_t start, Py_ssize_t stop) noexcept
+    double shifted_logit "smx_shifted_logit"(double x_i, double x_ref, double beta) noexcept
+    double smx_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop, double x_ref,
+                           double beta, const unsigned char* keep, Py_ssize_t skip,
+                           float* store, double* residual, bint double_exp) noexcept
+    double smx_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop, double x_ref,
+                           double beta, const unsigned char* keep, Py_ssize_t skip,
+                           double* store, double* residual) noexcept
+    Py_ssize_t smx_argmax_f32(const float* x, Py_ssize_t n, bint negate, int* has_nan) noexcept
+    Py_ssize_t smx_argmax_f64(const double* x, Py_ssize_t n, bint negate, int* has_nan) noexcept
+    void smx_scale_f32(const float* src, float* out, Py_ssize_t n, double a, double b) noexcept
+    void smx_scale_f64(const double* src, double* out, Py_ssize_t n, double a, double b) noexcept
+    void smx_multiply_f32(float* out, Py_ssize_t n, double factor) noexcept
+    void smx_shifted_minus_f32(const float* x, float* out, Py_ssize_t n, double x_ref,
+                               double beta, double c) noexcept
+    void smx_shifted_minus_f64(const double* x, double* out, Py_ssize_t n, double x_ref,
+                               double beta, double c) noexcept
 
 
-cdef inline Py_ssize_t pairwise_split(Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
-    """Where a pairwise sum over [start, stop) (longer than one block) splits: the largest
-    block-aligned point at or before the middle, at least one block in.  Any pairwise sum
-    in softmaxc splits here, so its order of additions depends only on the length."""
-    cdef Py_ssize_t half = start + ((stop - start) // (2 * PAIRWISE_BLOCK)) * PAIRWISE_BLOCK
-    return start + PAIRWISE_BLOCK if half == start else half
+cdef inline void scale_row(const floating* src, floating* out, Py_ssize_t n, double a,
+                           double b) noexcept nogil:
+    """out[i] = a * src[i] - b in double, rounded once (src may be out)."""
+    if floating is float:
+        smx_scale_f32(src, out, n, a, b)
+    else:
+        smx_scale_f64(src, out, n, a, b)
 
 
 cdef inline bint is_kept(const unsigned char* keep, Py_ssize_t i) noexcept nogil:
@@ -58,19 +79,27 @@ cdef inline RowReference row_reference(const floating* x, Py_ssize_t n, double b
     cdef RowReference ref
     cdef double sign = -1.0 if beta < 0 else 1.0   # max of sign*x is the argmax of beta*x
     cdef double best = -INFINITY, value
-    cdef bint has_nan = False
+    cdef int has_nan = False
     cdef Py_ssize_t i
     ref.index = -1
     ref.x_ref = NAN
-    for i in range(n):
-        if not is_kept(keep, i):
-            continue
-        value = sign * x[i]
-        if value != value:
-            has_nan = True
-        elif value > best or ref.index < 0:
-            best = value
-            ref.index = i
+    if keep == NULL:
+        if floating is float:
+            ref.index = smx_argmax_f32(x, n, beta < 0, &has_nan)
+        else:
+            ref.index = smx_argmax_f64(x, n, beta < 0, &has_nan)
+        if ref.index >= 0:
+            best = sign * x[ref.index]
+    else:
+        for i in range(n):
+            if not is_kept(keep, i):
+                continue
+            value = sign * x[i]
+            if value != value:
+                has_nan = True
+            elif value > best or ref.index < 0:
+                best = value
+                ref.index = i
     if has_nan:
         ref.kind = ROW_NAN
     elif ref.index < 0:
@@ -84,109 +113,61 @@ cdef inline RowReference row_reference(const floating* x, Py_ssize_t n, double b
     return ref
 
 
-cdef inline double shifted_logit(floating x_i, double x_ref, double beta) noexcept nogil:
-    """w_i = beta * (x_i - x_ref) <= 0: z_i minus the row maximum, rounded relative to itself."""
-    cdef double difference = <double>x_i - x_ref
-    if difference == INFINITY or difference == -INFINITY:
-        # Only for |x| near DBL_MAX (e.g. 1e308 - -1e308) or an infinite x_i.  The
-        # difference overflowed but beta times it need not: beta = 0 must give w = 0 (not
-        # 0 * inf = NaN) and beta = 1e-308 a finite w.  Both products are then finite
-        # (or x_i's own infinity, which gives -inf or NaN exactly as before).
-        return beta * <double>x_i - beta * x_ref
-    return beta * difference
-
-
-cdef inline double sum_exp_block(const floating* x, Py_ssize_t start, Py_ssize_t stop,
+cdef inline double sum_exp_range(const floating* x, Py_ssize_t start, Py_ssize_t stop,
                                  double x_ref, double beta, const unsigned char* keep,
-                                 Py_ssize_t skip, floating* store) noexcept nogil:
-    cdef double acc[4]
-    cdef double e
-    cdef Py_ssize_t i
-    acc[0] = acc[1] = acc[2] = acc[3] = 0.0
-    for i in range(start, stop):
-        if is_kept(keep, i):
-            e = exp(shifted_logit(x[i], x_ref, beta))
-        else:
-            e = 0.0
-        if store != NULL:
-            store[i] = <floating>e
-        if i != skip:
-            acc[i & 3] += e
-    return (acc[0] + acc[1]) + (acc[2] + acc[3])
+                                 Py_ssize_t skip, floating* store, double* residual,
+                                 bint double_exp) noexcept nogil:
+    """One leaf of the pairwise sums: the C row loop of the active path (_simd.h)."""
+    if floating is float:
+        return smx_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, residual,
+                               double_exp)
+    else:
+        return smx_sum_exp_f64(x, start, stop, x_ref, beta, keep, skip, store, residual)
 
 
-cdef inline double sum_exp_shifted(const floating* x, Py_ssize_t start, Py_ssize_t stop,
-                                   double x_ref, double beta, const unsigned char* keep,
-                                   Py_ssize_t skip, floating* store) noexcept nogil:
-    """Pairwise sum of exp(w_i) over kept i in [start, stop), i != skip, in double.
-
-    When `store` is not NULL, exp(w_i) (0 for excluded entries) is also written to store[i].
-    The error is O(log2(n) * eps) instead of the O(n * eps) of one running sum.
-    """
+cdef inline double sum_exp_pairwise(const floating* x, Py_ssize_t start, Py_ssize_t stop,
+                                    double x_ref, double beta, const unsigned char* keep,
+                                    Py_ssize_t skip, floating* store, double* residual,
+                                    bint double_exp) noexcept nogil:
     cdef Py_ssize_t half
     if stop - start <= PAIRWISE_BLOCK:
-        return sum_exp_block(x, start, stop, x_ref, beta, keep, skip, store)
-    half = start + ((stop - start) // (2 * PAIRWISE_BLOCK)) * PAIRWISE_BLOCK
-    if half == start:
-        half = start + PAIRWISE_BLOCK
-    return (sum_exp_shifted(x, start, half, x_ref, beta, keep, skip, store)
-            + sum_exp_shifted(x, half, stop, x_ref, beta, keep, skip, store))
+        return sum_exp_range(x, start, stop, x_ref, beta, keep, skip, store, residual,
+                             double_exp)
+    half = pairwise_split(start, stop)
+    return (sum_exp_pairwise(x, start, half, x_ref, beta, keep, skip, store, residual,
+                             double_exp)
+            + sum_exp_pairwise(x, half, stop, x_ref, beta, keep, skip, store, residual,
+                               double_exp))
 
 
-cdef inline double shifted_logit_error(floating x_i, double x_ref, double beta,
-                                       double w_i) noexcept nogil:
-    """beta * (x_i - x_ref) - w_i for w_i = shifted_logit(x_i, x_ref, beta), x_i finite.
+cdef inline double sum_exp_shifted(const floating* x, Py_ssize_t n, double x_ref, double beta,
+                                   const unsigned char* keep, Py_ssize_t skip,
+                                   floating* store, bint double_exp) noexcept nogil:
+    """Pairwise sum of exp(w_i) over kept i in [0, n), i != skip, in double.
 
-    The exact error of the difference (TwoSum: additions only, so no FP contraction can
-    alter it) times beta, plus the exact error of the product (fma; none when beta == 1).
+    When `store` is not NULL, exp(w_i) (0 for excluded entries) is also written to store[i];
+    `store` may alias `x` (each x_i is read before store[i] is written).  The error is
+    O(log2(n) * eps) instead of the O(n * eps) of one running sum.  float32 rows use an exp
+    accurate to float32 (enough for a float32 result) unless `double_exp`.
     """
-    cdef double a = <double>x_i, b = -x_ref
-    cdef double difference = a + b
-    cdef double b_part = difference - a
-    cdef double difference_error = (a - (difference - b_part)) + (b - b_part)
-    cdef double product_error = 0.0 if beta == 1.0 else fma(beta, difference, -w_i)
-    return product_error + beta * difference_error
+    return sum_exp_pairwise(x, 0, n, x_ref, beta, keep, skip, store, <double*>NULL, double_exp)
 
 
-cdef inline double sum_exp_compensated_block(const floating* x, Py_ssize_t start,
-                                             Py_ssize_t stop, double x_ref, double beta,
-                                             Py_ssize_t skip, floating* store,
-                                             double* residual) noexcept nogil:
-    cdef double acc[4]
-    cdef double correction = 0.0, w, e
-    cdef Py_ssize_t i
-    acc[0] = acc[1] = acc[2] = acc[3] = 0.0
-    for i in range(start, stop):
-        w = shifted_logit(x[i], x_ref, beta)
-        e = exp(w)
-        if store != NULL:
-            store[i] = <floating>e
-        if i != skip and e != 0:   # e == 0 also covers x_i = -inf, whose error is NaN
-            acc[i & 3] += e
-            correction += e * shifted_logit_error(x[i], x_ref, beta, w)
-    residual[0] += correction
-    return (acc[0] + acc[1]) + (acc[2] + acc[3])
-
-
-cdef inline double sum_exp_shifted_compensated(const floating* x, Py_ssize_t start,
-                                               Py_ssize_t stop, double x_ref, double beta,
-                                               Py_ssize_t skip, floating* store,
+cdef inline double sum_exp_shifted_compensated(const floating* x, Py_ssize_t n, double x_ref,
+                                               double beta, Py_ssize_t skip, floating* store,
                                                double* residual) noexcept nogil:
-    """sum_exp_shifted (no mask) that also adds to residual[0] the first-order effect of
-    the rounding of the exponents, sum_{i != skip} exp(w_i) * (exact w_i - w_i).
+    """sum_exp_shifted (no mask, double exp) that also adds to residual[0] the first-order
+    effect of the rounding of the exponents, sum_{i != skip} exp(w_i) * (exact w_i - w_i).
 
     exp(w_i) inherits the rounding of its argument: a relative error up to |w_i| eps / 2,
     which becomes the error of the whole sum when every term has a large |w_i| (a row
     whose maximum dominates: log1p(sum) is then small and needs that relative accuracy).
     sum + residual is accurate to a few ULP whatever the w_i.  Same pairwise order as
-    sum_exp_shifted; the residual needs no such care (it is a correction).
+    sum_exp_shifted; the residual needs no such care (it is a correction).  Each x_i is
+    read once, before store[i] is written, so `store` may alias `x` (in place).
     """
-    cdef Py_ssize_t half
-    if stop - start <= PAIRWISE_BLOCK:
-        return sum_exp_compensated_block(x, start, stop, x_ref, beta, skip, store, residual)
-    half = pairwise_split(start, stop)
-    return (sum_exp_shifted_compensated(x, start, half, x_ref, beta, skip, store, residual)
-            + sum_exp_shifted_compensated(x, half, stop, x_ref, beta, skip, store, residual))
+    return sum_exp_pairwise(x, 0, n, x_ref, beta, <const unsigned char*>NULL, skip, store,
+                            residual, True)
 
 
 cdef inline void fill_special_row(floating* out, Py_ssize_t n, const unsigned char* keep,
@@ -201,7 +182,6 @@ cdef inline void softmax_row(const floating* x, Py_ssize_t n, double beta,
     """out = exp(z - max z) / sum exp(z - max z); excluded entries get exactly 0."""
     cdef RowReference ref = row_reference(x, n, beta, keep)
     cdef double inv_total
-    cdef Py_ssize_t i
     if ref.kind == ROW_NONE_KEPT:
         fill_special_row(out, n, keep, 0.0, 0.0)
         return
@@ -210,15 +190,17 @@ cdef inline void softmax_row(const floating* x, Py_ssize_t n, double beta,
         return
     # exp(w_i) goes to `out` (safe when out aliases x: x_i is read before out_i is written,
     # and nothing reads x afterwards); the reference entry's exp(0) = 1 is added back here.
-    inv_total = 1.0 / (1.0 + sum_exp_shifted(x, 0, n, ref.x_ref, beta, keep, ref.index, out))
-    for i in range(n):
-        out[i] = <floating>(out[i] * inv_total)
+    inv_total = 1.0 / (1.0 + sum_exp_shifted(x, n, ref.x_ref, beta, keep, ref.index, out, False))
+    if floating is float:
+        smx_multiply_f32(out, n, inv_total)
+    else:
+        scale_row(out, out, n, inv_total, 0.0)
 
 
 cdef inline double log_sum_exp_shifted(const floating* x, Py_ssize_t n, double beta,
                                        const unsigned char* keep, RowReference ref) noexcept nogil:
     """log(sum_i exp(w_i)) = log1p(t) for a ROW_FINITE row: accurate even when t << 1."""
-    return log1p(sum_exp_shifted(x, 0, n, ref.x_ref, beta, keep, ref.index, <floating*>NULL))
+    return log1p(sum_exp_shifted(x, n, ref.x_ref, beta, keep, ref.index, <floating*>NULL, False))
 
 
 cdef inline void log_softmax_row(const floating* x, Py_ssize_t n, double beta,
@@ -235,11 +217,14 @@ cdef inline void log_softmax_row(const floating* x, Py_ssize_t n, double beta,
         fill_special_row(out, n, keep, NAN, -INFINITY)
         return
     log_total = log_sum_exp_shifted(x, n, beta, keep, ref)
-    for i in range(n):
-        if is_kept(keep, i):
-            out[i] = <floating>(shifted_logit(x[i], ref.x_ref, beta) - log_total)
-        else:
-            out[i] = -INFINITY
+    if floating is float:
+        smx_shifted_minus_f32(x, out, n, ref.x_ref, beta, log_total)
+    else:
+        smx_shifted_minus_f64(x, out, n, ref.x_ref, beta, log_total)
+    if keep != NULL:
+        for i in range(n):
+            if keep[i] == 0:
+                out[i] = -INFINITY
 
 
 cdef inline double logsumexp_row(const floating* x, Py_ssize_t n, double beta,
@@ -253,3 +238,41 @@ cdef inline double logsumexp_row(const floating* x, Py_ssize_t n, double beta,
     if ref.kind == ROW_POS_INF:
         return INFINITY
     return -INFINITY   # ROW_ALL_NEG_INF or ROW_NONE_KEPT
+
+
+# ---------------------------------------------------------------------------------------
+# Tiles: rows along a non-last axis, gathered into contiguous rows and scattered back
+# ---------------------------------------------------------------------------------------
+#
+# In a C-contiguous (outer, n, inner) array a row runs down a column, x[o, :, j], with
+# stride `inner`.  The kernels for such layouts gather a tile of `width` neighbouring
+# columns (contiguous in memory: width elements per class) into a small per-thread buffer
+# as rows, apply the row functions of the contiguous case, and scatter the results back:
+# the same values through the same functions, so bitwise the results of the contiguous
+# layout, without a transposed copy of the whole array.
+
+cdef enum:
+    TILE_ELEMENTS = 1 << 15   # a tile holds at most this many elements: it stays in L2
+    MAX_TILE_WIDTH = 16
+
+
+cdef inline Py_ssize_t tile_width(Py_ssize_t n, Py_ssize_t inner) noexcept nogil:
+    return max(1, min(TILE_ELEMENTS // n, MAX_TILE_WIDTH, inner))
+
+
+cdef inline void gather_tile(const floating* x, Py_ssize_t n, Py_ssize_t stride,
+                             Py_ssize_t width, floating* rows) noexcept nogil:
+    """rows[j * n + c] = x[c * stride + j] for c < n, j < width."""
+    cdef Py_ssize_t c, j
+    for c in range(n):
+        for j in range(width):
+            rows[j * n + c] = x[c * stride + j]
+
+
+cdef inline void scatter_tile(const floating* rows, Py_ssize_t n, Py_ssize_t width,
+                              floating* out, Py_ssize_t stride) noexcept nogil:
+    """out[c * stride + j] = rows[j * n + c] for c < n, j < width."""
+    cdef Py_ssize_t c, j
+    for c in range(n):
+        for j in range(width):
+            out[c * stride + j] = rows[j * n + c]

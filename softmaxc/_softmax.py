@@ -6,8 +6,9 @@ from softmaxc import _arrays
 from softmaxc import _softmax_kernels as kernels
 
 
-def _rowwise(kernel, x, axis, beta, where, out, n_threads):
-    """Run a kernel whose result has the shape of `x` (softmax, log_softmax)."""
+def _rowwise(kernel, column_kernel, x, axis, beta, where, out, n_threads):
+    """Run a kernel whose result has the shape of `x` (softmax, log_softmax); rows along
+    a non-last axis of a C-contiguous array go to the column kernel (no transposed copy)."""
     arr = _arrays.as_real_array(x)
     result_dtype, compute_dtype = _arrays.float_dtypes(arr.dtype)
     axis = _arrays.check_axis(axis, arr.ndim)
@@ -21,14 +22,23 @@ def _rowwise(kernel, x, axis, beta, where, out, n_threads):
         return out
     repeated = _arrays.repeated_rows(arr, axis, mask)
     if repeated is not None:  # broadcast rows: compute each distinct row once
-        out[...] = _rowwise(kernel, arr[repeated], axis, beta,
+        out[...] = _rowwise(kernel, column_kernel, arr[repeated], axis, beta,
                             None if mask is None else mask[repeated], None, n_threads)
+        return out
+    columns = None if mask is not None else _arrays.as_columns(arr, axis, compute_dtype)
+    if columns is not None:
+        buffer, direct = _arrays.kernel_target(out, compute_dtype, [columns], columns.shape)
+        _arrays.specialised(column_kernel, compute_dtype)(
+            columns, buffer, beta, _arrays.threads_for(n_threads, arr.size // arr.shape[axis],
+                                                       arr.shape[axis]))
+        _arrays.finish(out, buffer, direct)
         return out
     keep = _arrays.mask_rows(mask, axis)
     rows = _arrays.as_rows(arr, axis, compute_dtype)
-    target = np.moveaxis(out, axis, -1)
+    target = _arrays.axis_last(out, axis)
     buffer, direct = _arrays.kernel_target(target, compute_dtype, [rows, keep], rows.shape)
-    kernel(rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
+    _arrays.specialised(kernel, compute_dtype)(
+        rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
     _arrays.finish(target, buffer, direct)
     return out
 
@@ -76,7 +86,8 @@ def softmax(x, axis=-1, *, beta=1.0, where=None, out=None, n_threads=None):
     >>> softmaxc.softmax([1.0, 2.0, 3.0], beta=0.0)
     array([0.33333333, 0.33333333, 0.33333333])
     """
-    return _rowwise(kernels.softmax_rows, x, axis, beta, where, out, n_threads)
+    return _rowwise(kernels.softmax_rows, kernels.softmax_columns, x, axis, beta, where, out,
+                    n_threads)
 
 
 def log_softmax(x, axis=-1, *, beta=1.0, where=None, out=None, n_threads=None):
@@ -118,7 +129,8 @@ def log_softmax(x, axis=-1, *, beta=1.0, where=None, out=None, n_threads=None):
     >>> softmaxc.log_softmax([0.0, 50.0])
     array([-5.00000000e+01, -1.92874985e-22])
     """
-    return _rowwise(kernels.log_softmax_rows, x, axis, beta, where, out, n_threads)
+    return _rowwise(kernels.log_softmax_rows, kernels.log_softmax_columns, x, axis, beta, where,
+                    out, n_threads)
 
 
 def logsumexp(x, axis=-1, *, beta=1.0, keepdims=False, where=None, out=None, n_threads=None):
@@ -179,9 +191,18 @@ def logsumexp(x, axis=-1, *, beta=1.0, keepdims=False, where=None, out=None, n_t
                              where=None if mask is None else mask[repeated])
         out[...] = distinct if keepdims else np.squeeze(distinct, axis)
         return out
+    columns = None if mask is not None else _arrays.as_columns(arr, axis, compute_dtype)
+    if columns is not None:
+        outer, n, inner = columns.shape
+        buffer, direct = _arrays.kernel_target(out, compute_dtype, [columns], (outer, inner))
+        _arrays.specialised(kernels.logsumexp_columns, compute_dtype)(
+            columns, buffer, beta, _arrays.threads_for(n_threads, outer * inner, n))
+        _arrays.finish(out, buffer, direct)
+        return out
     keep = _arrays.mask_rows(mask, axis)
     rows = _arrays.as_rows(arr, axis, compute_dtype)
     buffer, direct = _arrays.kernel_target(out, compute_dtype, [rows, keep], (rows.shape[0],))
-    kernels.logsumexp_rows(rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
+    _arrays.specialised(kernels.logsumexp_rows, compute_dtype)(
+        rows, buffer, beta, keep, _arrays.threads_for(n_threads, *rows.shape))
     _arrays.finish(out, buffer, direct)
     return out

@@ -132,7 +132,7 @@ def test_sdist_carries_the_sources(tmp_path):
     with tarfile.open(archive) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
     for source in ("setup.py", "pyproject.toml", "softmaxc/_rowops.pxd",
-                   "softmaxc/_runtime.h", "softmaxc/_softmax_kernels.pyx",
+                   "softmaxc/_runtime.h", "softmaxc/_simd.h", "softmaxc/_softmax_kernels.pyx",
                    "softmaxc/_cross_entropy_kernels.pyx", "softmaxc/_backward_kernels.pyx",
                    "tests/conftest.py"):
         assert source in names, source

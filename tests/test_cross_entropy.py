@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import softmaxc
+from softmaxc import _arrays
 
 # ---------------------------------------------------------------------------------------
 # References
@@ -433,9 +434,10 @@ def test_target_gradient_does_not_round_to_zero():
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bitwise_identical_for_every_thread_count(kind, reduction, dtype):
-    shape = (301, 97)   # large enough to run in parallel
+    assert 401 * 97 >= _arrays.MIN_PARALLEL_ELEMENTS
+    shape = (401, 97)   # large enough to run in parallel (above MIN_PARALLEL_ELEMENTS)
     logits = make_logits(shape, seed=8, dtype=dtype)
-    target = (make_labels((301,), 97, ignored=range(0, 301, 7)) if kind == "index"
+    target = (make_labels((401,), 97, ignored=range(0, 401, 7)) if kind == "index"
               else make_probs(shape, dtype=dtype))
     options = dict(weight=np.linspace(0.1, 2.0, 97), label_smoothing=0.05,
                    reduction=reduction)
@@ -588,6 +590,25 @@ def test_out_and_in_place(dtype, kind, function):
     np.testing.assert_array_equal(in_place, expected[1])
     if function == "with_grad":
         assert result[0] == expected[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("beta", [0.37, -1.3, 2.5])
+def test_in_place_on_the_compensated_path(dtype, beta):
+    # Rows whose label is their most probable class take the compensated sum, which needs
+    # each logit twice (its exponential and the rounding of its shifted logit); in place,
+    # the gradient overwrites the logits as it goes.  With beta != 1 the rounding depends
+    # on the logit itself, so a logit re-read after being overwritten would change loss
+    # and gradient.  Rows longer than one pairwise block, with the label in both halves.
+    rng = np.random.default_rng(23)
+    logits = (rng.standard_normal((6, 300)) * 4).astype(dtype)
+    labels = np.argmax(beta * logits.astype(np.float64), axis=1)
+    expected_loss, expected_grad = softmaxc.cross_entropy_with_grad(logits, labels, beta=beta)
+    in_place = logits.copy()
+    loss, grad = softmaxc.cross_entropy_with_grad(in_place, labels, beta=beta, out=in_place)
+    assert grad is in_place
+    np.testing.assert_array_equal(in_place, expected_grad)
+    assert loss == expected_loss
 
 
 def test_out_along_another_axis_and_aliasing_targets():
@@ -744,3 +765,35 @@ def test_zero_classes_and_bad_out():
             softmaxc.cross_entropy_grad(logits, [0, 1], out=out)
         with pytest.raises(ValueError, match=match):
             softmaxc.cross_entropy_with_grad(logits, [0, 1], out=out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 7), (4, 1000, 9), (2, 20000, 3)], ids=str)
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "weight": "random"},
+                                     {"beta": -1.3, "reduction": "none"}], ids=str)
+def test_classes_along_axis_1_equal_the_contiguous_rows(dtype, shape, options):
+    # PyTorch's (N, C, d) layout, C-contiguous, goes through the tiled column kernel (no
+    # transposed copy): bitwise the results of the transposed contiguous rows, for every
+    # thread count, in place too; ignored targets included.
+    rng = np.random.default_rng(41)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    labels = rng.integers(0, shape[1], (shape[0], shape[2]))
+    labels[0, 0] = -100
+    options = dict(options)
+    if options.get("weight") == "random":
+        options["weight"] = rng.random(shape[1])
+    transposed = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    loss, grad = softmaxc.cross_entropy_with_grad(transposed, labels, **options)
+    grad = np.moveaxis(grad, -1, 1)
+    for n_threads in (1, 2, 3):
+        got_loss, got_grad = softmaxc.cross_entropy_with_grad(x, labels, axis=1,
+                                                              n_threads=n_threads, **options)
+        assert np.asarray(got_loss).tobytes() == np.asarray(loss).tobytes()
+        np.testing.assert_array_equal(got_grad, grad)
+    only_loss = softmaxc.cross_entropy(x, labels, axis=1, **options)
+    assert np.asarray(only_loss).tobytes() == np.asarray(loss).tobytes()
+    in_place = x.copy()
+    _, got_grad = softmaxc.cross_entropy_with_grad(in_place, labels, axis=1, out=in_place,
+                                                   **options)
+    assert got_grad is in_place
+    np.testing.assert_array_equal(in_place, grad)

@@ -323,9 +323,7 @@ def test_cross_entropy(data, name, target_kind):
     out = None
     if name != "cross_entropy" and data.draw(st.booleans()):
         dtype = result_dtype(x)
-        # In place only with beta = 1 until the kernel fix for the compensated path lands
-        # (see test_adversarial.test_in_place_cross_entropy_grad_with_beta).
-        if data.draw(st.booleans()) and x.dtype == dtype and kw["beta"] == 1.0:
+        if data.draw(st.booleans()) and x.dtype == dtype:
             x = np.array(x)
             out = x                                    # in place
         else:

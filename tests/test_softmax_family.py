@@ -562,3 +562,32 @@ def test_matches_torch(function, rng):
         "logsumexp": torch.logsumexp(t, dim=-1),
     }[function].numpy()
     np.testing.assert_allclose(call(function, x), expected, rtol=1e-5, atol=1e-30)
+
+
+COLUMN_LAYOUTS = [((3, 5, 7), 1), ((4, 1000, 9), 1), ((2, 3, 17, 5), 0), ((2, 3, 17, 5), 2),
+                  ((3, 20000, 2), 1), ((1000, 3), 0), ((6, 4), 0)]
+
+
+@pytest.mark.parametrize("shape, axis", COLUMN_LAYOUTS, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("function", ["softmax", "log_softmax", "logsumexp"])
+def test_non_last_axis_of_a_c_contiguous_array_equals_the_contiguous_rows(shape, axis, dtype,
+                                                                           function):
+    # A C-contiguous array reduced along a non-last axis goes through the column kernels
+    # (tiles gathered per thread, no transposed copy): the same row function on the same
+    # values, so bitwise the result of the transposed contiguous array, for every thread
+    # count, and in place.
+    rng = np.random.default_rng(31)
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    call = getattr(softmaxc, function)
+    transposed = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    expected = call(transposed, beta=0.7)
+    if function != "logsumexp":
+        expected = np.moveaxis(expected, -1, axis)
+    for n_threads in (1, 2, 3):
+        assert call(x, axis=axis, beta=0.7, n_threads=n_threads).tobytes() == expected.tobytes()
+    if function != "logsumexp":
+        in_place = x.copy()
+        assert call(in_place, axis=axis, beta=0.7, out=in_place) is in_place
+        np.testing.assert_array_equal(in_place, expected)
+    np.testing.assert_array_equal(x, np.moveaxis(transposed, -1, axis))   # input untouched
