@@ -554,7 +554,7 @@ static SMX_AVX2_INLINE Py_ssize_t smx_avx2_argmax(const void* x, int is_f32, Py_
     nan_found = _mm256_movemask_pd(_mm256_or_pd(nan_lo, nan_hi)) != 0;
     if (!nan_found && vector_end > 0) {
         double lanes[4];
-        int j;
+        Py_ssize_t j;
         _mm256_storeu_pd(lanes, _mm256_max_pd(best_lo, best_hi));
         for (j = 0; j < 4; j++) if (lanes[j] > best) best = lanes[j];
     }
@@ -610,7 +610,7 @@ static SMX_AVX2 Py_ssize_t smx_avx2_argmax_f32(const float* x, Py_ssize_t n, int
     __m256 best_v = _mm256_set1_ps(-INFINITY), nan_v = _mm256_setzero_ps();
     float best = -INFINITY, value, lanes[8];
     Py_ssize_t i, vector_end = n - n % 8;
-    int j;
+    Py_ssize_t j;
     for (i = 0; i < vector_end; i += 8) {
         __m256 v = _mm256_xor_ps(_mm256_loadu_ps(x + i), flip);
         nan_v = _mm256_or_ps(nan_v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
