@@ -69,10 +69,14 @@ run_asan() {
     echo "== asan: building with AddressSanitizer + UBSan in $dir"
     build "$dir" SOFTMAXC_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -g" \
         || { status=1; return; }
-    local libasan
+    local libasan libstdcxx
     libasan=$(gcc -print-file-name=libasan.so)
+    # libstdc++ is preloaded too, right after libasan: ASan intercepts __cxa_throw only when
+    # the real one is already loaded at start-up; otherwise the first C++ exception (e.g.
+    # inside matplotlib's ft2font, imported by the benchmark and docs tests) aborts ASan.
+    libstdcxx=$(gcc -print-file-name=libstdc++.so)
     local env=(
-        LD_PRELOAD="$libasan"
+        LD_PRELOAD="$libasan $libstdcxx"
         ASAN_OPTIONS="detect_leaks=0:log_path=$dir/asan-report:halt_on_error=1"
         UBSAN_OPTIONS="print_stacktrace=1:log_path=$dir/ubsan-report"
         PYTHONPATH="$dir"
@@ -82,7 +86,8 @@ run_asan() {
         >pytest.log 2>&1)
     local rc=$?
     local asan_reports ubsan_reports
-    asan_reports=$(cat "$dir"/asan-report.* 2>/dev/null | grep -c "ERROR: AddressSanitizer")
+    asan_reports=$(cat "$dir"/asan-report.* 2>/dev/null \
+        | grep -c "ERROR: AddressSanitizer\|AddressSanitizer: CHECK failed")
     ubsan_reports=$(cat "$dir"/ubsan-report.* 2>/dev/null | grep -c "runtime error:")
     local canary
     (cd "$dir" && env LD_PRELOAD="$libasan" PYTHONPATH="$dir" \
