@@ -211,10 +211,13 @@ class _Browser:
     """Headless Chromium driven through the DevTools protocol on a pipe (fds 3 and 4)."""
 
     def __init__(self, chromium, profile):
+        # The browser is not under test: it must not inherit a sanitizer runtime preloaded
+        # into the test process (scripts/sanitize.sh asan), which breaks it.
+        env = {key: value for key, value in os.environ.items() if key != "LD_PRELOAD"}
         self.process = subprocess.Popen(
             ["sh", "-c", 'exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null', chromium,
              *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         self.pending = b""
         self.last_id = 0
         self.events = []
