@@ -8,6 +8,7 @@ rows in the same pass that computes them.
 
 import math
 import operator
+import sys
 
 import numpy as np
 
@@ -152,6 +153,12 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
         counted = labels[labels != _IGNORED]
         # "mean" divides by the total weight of the counted targets, as torch.
         normaliser = float(counted.size if weight is None else np.sum(weight[counted]))
+        if reduction == "mean" and 0 < normaliser < sys.float_info.min:
+            # Subnormal weights: 1 / normaliser would overflow to inf (and the gradient turn
+            # to NaN).  "mean" is invariant under a common scaling of the weights, and a
+            # power of two scales them up exactly.
+            weight = np.ldexp(weight, -math.frexp(normaliser)[1])
+            normaliser = float(np.sum(weight[counted]))
 
     rows_count = math.prod(batch_shape)
     grad = None

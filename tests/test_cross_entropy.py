@@ -797,3 +797,18 @@ def test_classes_along_axis_1_equal_the_contiguous_rows(dtype, shape, options):
                                                    **options)
     assert got_grad is in_place
     np.testing.assert_array_equal(in_place, grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mean_with_subnormal_weights_equals_unweighted(dtype, rng):
+    """Regression (found by scripts/fuzz.py): with subnormal weights the "mean" normaliser
+    is subnormal and 1 / normaliser overflows.  The mean is invariant under scaling all
+    weights, so equal tiny weights give exactly the unweighted result, never NaN."""
+    x = rng.normal(size=(5, 3)).astype(dtype)
+    labels = np.array([0, 2, 1, 1, 0])
+    weight = np.full(3, 5e-311)
+    loss, grad = softmaxc.cross_entropy_with_grad(x, labels, weight=weight)
+    expected_loss, expected_grad = softmaxc.cross_entropy_with_grad(x, labels)
+    assert loss == pytest.approx(expected_loss, rel=1e-15)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6 if dtype == np.float32 else 1e-15)
+    assert weight[0] == 5e-311   # the caller's weights are not rescaled in place
