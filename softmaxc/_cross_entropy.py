@@ -156,8 +156,11 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
         if reduction == "mean" and 0 < normaliser < sys.float_info.min:
             # Subnormal weights: 1 / normaliser would overflow to inf (and the gradient turn
             # to NaN).  "mean" is invariant under a common scaling of the weights, and a
-            # power of two scales them up exactly.
-            weight = np.ldexp(weight, -math.frexp(normaliser)[1])
+            # power of two scales them up exactly: as far as brings the normaliser to
+            # [1/2, 1), but not so far that the largest weight overflows.  (Only when
+            # max(weight) / normaliser itself exceeds the float64 range does this fall short.)
+            shift = min(-math.frexp(normaliser)[1], 1023 - math.frexp(np.max(weight))[1])
+            weight = np.ldexp(weight, shift)
             normaliser = float(np.sum(weight[counted]))
 
     rows_count = math.prod(batch_shape)
