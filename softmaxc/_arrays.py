@@ -139,16 +139,16 @@ def threads_for(n_threads, rows, n):
     return threads
 
 
+def _kernel_ready(arr, dtype):
+    """Whether the kernels can read `arr` in place: `dtype`, C-contiguous, aligned, native."""
+    return (arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.aligned
+            and arr.dtype.isnative)
+
+
 def as_rows(arr, axis, dtype):
     """A C-contiguous, aligned, native (rows, n) array of `dtype` whose rows run along
     `axis` of `arr`.  A view when `arr` already is laid out so, else one copy."""
-    if (
-        axis == arr.ndim - 1
-        and arr.dtype == dtype
-        and arr.flags.c_contiguous
-        and arr.flags.aligned
-        and arr.dtype.isnative
-    ):
+    if axis == arr.ndim - 1 and _kernel_ready(arr, dtype):
         return arr.reshape(-1, arr.shape[-1]) if arr.ndim != 2 else arr
     moved = axis_last(arr, axis)
     n = moved.shape[-1]
@@ -160,13 +160,7 @@ def as_rows(arr, axis, dtype):
 def as_columns(arr, axis, dtype):
     """`arr` as an (outer, n, inner) view whose rows run down its columns (n along `axis`),
     for the column kernels, or None when `arr` is not laid out for them (then `as_rows`)."""
-    if not (
-        axis != arr.ndim - 1
-        and arr.dtype == dtype
-        and arr.flags.c_contiguous
-        and arr.flags.aligned
-        and arr.dtype.isnative
-    ):
+    if axis == arr.ndim - 1 or not _kernel_ready(arr, dtype):
         return None
     shape = arr.shape
     return arr.reshape(math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :]))

@@ -153,7 +153,7 @@ def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_
         counted = labels[labels != _IGNORED]
         # "mean" divides by the total weight of the counted targets, as torch.
         normaliser = float(counted.size if weight is None else np.sum(weight[counted]))
-        if reduction == "mean" and 0 < normaliser < sys.float_info.min:
+        if reduction == "mean" and weight is not None and 0 < normaliser < sys.float_info.min:
             # Subnormal weights: 1 / normaliser would overflow to inf (and the gradient turn
             # to NaN).  "mean" is invariant under a common scaling of the weights, and a
             # power of two scales them up exactly: as far as brings the normaliser to
