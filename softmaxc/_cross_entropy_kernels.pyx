@@ -49,6 +49,7 @@ from softmaxc._rowops cimport (
     sum_exp_shifted,
     sum_exp_shifted_compensated,
     tile_width,
+    TERMS_DOUBLE,
 )
 
 smx_simd_init()   # the row loops' path (see _simd.h)
@@ -159,7 +160,7 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
         tail = tail + residual
     else:
         tail = sum_exp_shifted(x, n, ref.x_ref, beta, <const unsigned char*>NULL, ref.index,
-                               grad, True)
+                               grad, TERMS_DOUBLE)
     loss = total * log1p(tail) + weighted_gap
     if grad == NULL:
         return loss

@@ -41,11 +41,21 @@ cdef extern from "_simd.h" nogil:
     # (vectorised); longer ranges are split in halves, aligned to the block
     # (pairwise_split), so the order of additions depends only on n, never on threads.
     enum: PAIRWISE_BLOCK "SOFTMAXC_PAIRWISE_BLOCK"
+    # Leaves of the float32 sums with float32 results (SMX_TERMS_LOG / _PROBABILITY).
+    enum: PAIRWISE_BLOCK_FLOAT32 "SOFTMAXC_PAIRWISE_BLOCK_FLOAT32"
     Py_ssize_t pairwise_split "smx_pairwise_split"(Py_ssize_t start, Py_ssize_t stop) noexcept
+    Py_ssize_t pairwise_split_blocks "smx_pairwise_split_blocks"(
+        Py_ssize_t start, Py_ssize_t stop, Py_ssize_t block) noexcept
+    # What float32 terms exp(w_i) are for (see _simd.h): log1p of their sum (exact
+    # differences), a double result (double exp), or probabilities (rounded differences).
+    enum:
+        TERMS_LOG "SMX_TERMS_LOG"
+        TERMS_DOUBLE "SMX_TERMS_DOUBLE"
+        TERMS_PROBABILITY "SMX_TERMS_PROBABILITY"
     double shifted_logit "smx_shifted_logit"(double x_i, double x_ref, double beta) noexcept
     double smx_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop, double x_ref,
                            double beta, const unsigned char* keep, Py_ssize_t skip,
-                           float* store, double* residual, bint double_exp) noexcept
+                           float* store, double* residual, int terms) noexcept
     double smx_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop, double x_ref,
                            double beta, const unsigned char* keep, Py_ssize_t skip,
                            double* store, double* residual) noexcept
@@ -116,11 +126,11 @@ cdef inline RowReference row_reference(const floating* x, Py_ssize_t n, double b
 cdef inline double sum_exp_range(const floating* x, Py_ssize_t start, Py_ssize_t stop,
                                  double x_ref, double beta, const unsigned char* keep,
                                  Py_ssize_t skip, floating* store, double* residual,
-                                 bint double_exp) noexcept nogil:
+                                 int terms) noexcept nogil:
     """One leaf of the pairwise sums: the C row loop of the active path (_simd.h)."""
     if floating is float:
         return smx_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, residual,
-                               double_exp)
+                               terms)
     else:
         return smx_sum_exp_f64(x, start, stop, x_ref, beta, keep, skip, store, residual)
 
@@ -128,29 +138,35 @@ cdef inline double sum_exp_range(const floating* x, Py_ssize_t start, Py_ssize_t
 cdef inline double sum_exp_pairwise(const floating* x, Py_ssize_t start, Py_ssize_t stop,
                                     double x_ref, double beta, const unsigned char* keep,
                                     Py_ssize_t skip, floating* store, double* residual,
-                                    bint double_exp) noexcept nogil:
+                                    int terms, Py_ssize_t block) noexcept nogil:
     cdef Py_ssize_t half
-    if stop - start <= PAIRWISE_BLOCK:
-        return sum_exp_range(x, start, stop, x_ref, beta, keep, skip, store, residual,
-                             double_exp)
-    half = pairwise_split(start, stop)
-    return (sum_exp_pairwise(x, start, half, x_ref, beta, keep, skip, store, residual,
-                             double_exp)
-            + sum_exp_pairwise(x, half, stop, x_ref, beta, keep, skip, store, residual,
-                               double_exp))
+    if stop - start <= block:
+        return sum_exp_range(x, start, stop, x_ref, beta, keep, skip, store, residual, terms)
+    half = pairwise_split_blocks(start, stop, block)
+    return (sum_exp_pairwise(x, start, half, x_ref, beta, keep, skip, store, residual, terms,
+                             block)
+            + sum_exp_pairwise(x, half, stop, x_ref, beta, keep, skip, store, residual, terms,
+                               block))
 
 
 cdef inline double sum_exp_shifted(const floating* x, Py_ssize_t n, double x_ref, double beta,
                                    const unsigned char* keep, Py_ssize_t skip,
-                                   floating* store, bint double_exp) noexcept nogil:
+                                   floating* store, int terms) noexcept nogil:
     """Pairwise sum of exp(w_i) over kept i in [0, n), i != skip, in double.
 
     When `store` is not NULL, exp(w_i) (0 for excluded entries) is also written to store[i];
     `store` may alias `x` (each x_i is read before store[i] is written).  The error is
-    O(log2(n) * eps) instead of the O(n * eps) of one running sum.  float32 rows use an exp
-    accurate to float32 (enough for a float32 result) unless `double_exp`.
+    O(log2(n) * eps) instead of the O(n * eps) of one running sum.  For float32 rows,
+    `terms` (TERMS_LOG, TERMS_PROBABILITY or TERMS_DOUBLE) says how accurate the terms
+    must be; float64 rows are always computed to double accuracy.  float32 terms for a
+    float32 result go in longer leaves (see PAIRWISE_BLOCK_FLOAT32 in _simd.h).
     """
-    return sum_exp_pairwise(x, 0, n, x_ref, beta, keep, skip, store, <double*>NULL, double_exp)
+    cdef Py_ssize_t block = PAIRWISE_BLOCK
+    if floating is float:
+        if terms != TERMS_DOUBLE:
+            block = PAIRWISE_BLOCK_FLOAT32
+    return sum_exp_pairwise(x, 0, n, x_ref, beta, keep, skip, store, <double*>NULL, terms,
+                            block)
 
 
 cdef inline double sum_exp_shifted_compensated(const floating* x, Py_ssize_t n, double x_ref,
@@ -167,7 +183,7 @@ cdef inline double sum_exp_shifted_compensated(const floating* x, Py_ssize_t n, 
     read once, before store[i] is written, so `store` may alias `x` (in place).
     """
     return sum_exp_pairwise(x, 0, n, x_ref, beta, <const unsigned char*>NULL, skip, store,
-                            residual, True)
+                            residual, TERMS_DOUBLE, PAIRWISE_BLOCK)
 
 
 cdef inline void fill_special_row(floating* out, Py_ssize_t n, const unsigned char* keep,
@@ -190,7 +206,8 @@ cdef inline void softmax_row(const floating* x, Py_ssize_t n, double beta,
         return
     # exp(w_i) goes to `out` (safe when out aliases x: x_i is read before out_i is written,
     # and nothing reads x afterwards); the reference entry's exp(0) = 1 is added back here.
-    inv_total = 1.0 / (1.0 + sum_exp_shifted(x, n, ref.x_ref, beta, keep, ref.index, out, False))
+    inv_total = 1.0 / (1.0 + sum_exp_shifted(x, n, ref.x_ref, beta, keep, ref.index, out,
+                                             TERMS_PROBABILITY))
     if floating is float:
         smx_multiply_f32(out, n, inv_total)
     else:
@@ -200,7 +217,8 @@ cdef inline void softmax_row(const floating* x, Py_ssize_t n, double beta,
 cdef inline double log_sum_exp_shifted(const floating* x, Py_ssize_t n, double beta,
                                        const unsigned char* keep, RowReference ref) noexcept nogil:
     """log(sum_i exp(w_i)) = log1p(t) for a ROW_FINITE row: accurate even when t << 1."""
-    return log1p(sum_exp_shifted(x, n, ref.x_ref, beta, keep, ref.index, <floating*>NULL, False))
+    return log1p(sum_exp_shifted(x, n, ref.x_ref, beta, keep, ref.index, <floating*>NULL,
+                                 TERMS_LOG))
 
 
 cdef inline void log_softmax_row(const floating* x, Py_ssize_t n, double beta,

@@ -19,8 +19,8 @@
  *     exact double difference of the float32 inputs, Taylor degree 7 (0.09 ULP of float32),
  *     rounded once to float32: <= 0.59 ULP over every float32;
  *   - float32 kernels with beta == 1 on the AVX2 path: 8 float lanes, the shifted logit
- *     carried exactly as hi + lo (TwoSum), Cephes' expf polynomial: <= 1.01 ULP over every
- *     float32.
+ *     carried exactly as hi + lo (TwoSum), a degree-6 polynomial in float: <= 0.91 ULP over
+ *     every float32 (softmax takes the rounded difference: see SMX_TERMS_PROBABILITY).
  *
  * Sums.  The row sums are accumulated in double in 8 fixed lanes (element i of a block goes
  * to lane (i - start) % 8, the lanes are added in a fixed tree), so a result depends only on
@@ -47,8 +47,28 @@
 #define SOFTMAXC_HAVE_AVX2 0
 #endif
 
-/* Leaves of the pairwise sums (see _rowops.pxd): the order of additions depends on n only. */
+/* Leaves of the pairwise sums (see _rowops.pxd): the order of additions depends on n only.
+ * A leaf is summed in 8 double lanes, each lane sequentially.  Results in double need short
+ * leaves (16 terms a lane: the lanes' error stays far below the 2-ULP bounds of float64);
+ * float32 terms summed for a float32 result can take long ones (128 terms a lane: a
+ * relative error below 2^-46, invisible at 2^-24), which saves the per-leaf calls. */
 #define SOFTMAXC_PAIRWISE_BLOCK 128
+#define SOFTMAXC_PAIRWISE_BLOCK_FLOAT32 1024
+
+/* What the float32 terms exp(w_i) are for: the accuracy smx_sum_exp_f32 gives them. */
+enum {
+    /* log_softmax, logsumexp: exp of the exact beta (x_i - x_ref), to float32 accuracy.  A
+     * rounded difference would cost the sum a relative error of up to |w_i| / 2 ULP, which
+     * log1p(sum) passes on in full when the reference entry dominates (sum << 1). */
+    SMX_TERMS_LOG = 0,
+    /* The cross-entropy loss, returned in double: exp to double accuracy. */
+    SMX_TERMS_DOUBLE = 1,
+    /* softmax: exp of the rounded difference x_i - x_ref (beta == 1).  Its relative error,
+     * up to |w_i| / 2 ULP, lies within the softmax bound of 1 ULP per unit of |w_i|; the sum
+     * it gives is off by at most its weighted mean of |w_i| / 2 ULP, which is below
+     * ln(n) / 2 (the entropy of p), inside the bound's log2(n) term.  Saves the TwoSum. */
+    SMX_TERMS_PROBABILITY = 2,
+};
 
 /* Below this |beta| the shifted logit needs the overflow-safe form (smx_shifted_logit): the
  * vector loops, which use beta * (x - x_ref) directly, are correct only above it. */
@@ -76,12 +96,16 @@ static inline int smx_simd_init(void) {
     return smx_active_path;
 }
 
-static inline Py_ssize_t smx_pairwise_split(Py_ssize_t start, Py_ssize_t stop) {
+static inline Py_ssize_t smx_pairwise_split_blocks(Py_ssize_t start, Py_ssize_t stop,
+                                                   Py_ssize_t block) {
     /* Where a pairwise sum over [start, stop) (longer than one block) splits: the largest
      * block-aligned point at or before the middle, at least one block in. */
-    Py_ssize_t half = start + ((stop - start) / (2 * SOFTMAXC_PAIRWISE_BLOCK))
-                      * SOFTMAXC_PAIRWISE_BLOCK;
-    return half == start ? start + SOFTMAXC_PAIRWISE_BLOCK : half;
+    Py_ssize_t half = start + ((stop - start) / (2 * block)) * block;
+    return half == start ? start + block : half;
+}
+
+static inline Py_ssize_t smx_pairwise_split(Py_ssize_t start, Py_ssize_t stop) {
+    return smx_pairwise_split_blocks(start, stop, SOFTMAXC_PAIRWISE_BLOCK);
 }
 
 /* w_i = beta * (x_i - x_ref) <= 0: z_i minus the row maximum, rounded relative to itself. */
@@ -390,7 +414,7 @@ static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, int ex
 
 /* ---- float32 lanes: the float32 kernels' exp when beta == 1 (8 floats a vector) ---- */
 
-/* Cephes expf: ln 2 = C1 + C2 with C1 exact in few bits, and its polynomial (1 ULP). */
+/* ln 2 = C1 + C2 with C1 exact in few bits (Cephes' split: k * C1 is exact). */
 #define SMX_F32_LN2_C1 0.693359375f
 #define SMX_F32_LN2_C2 -2.12194440e-4f
 #define SMX_F32_SHIFTER 12582912.0f   /* 1.5 * 2^23 */
@@ -398,8 +422,9 @@ static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, int ex
 #define SMX_F32_HI 89.0f              /* exp(89) > FLT_MAX: overflows to inf */
 #define SMX_F32_SAFE 87.0f            /* |hi| below this: 2^k is a normal float */
 
-/* exp(hi + lo) for |lo| <= ulp(hi) / 2 (lo: the rounding error of hi, or 0), in float32. */
-static SMX_AVX2_INLINE __m256 smx_avx2_exp8f(__m256 hi, __m256 lo) {
+/* exp(hi + lo) for |lo| <= ulp(hi) / 2 (lo: the rounding error of hi), in float32; exp(hi)
+ * when has_lo is 0 (a constant at every call: the addition of lo is compiled out). */
+static SMX_AVX2_INLINE __m256 smx_avx2_exp8f(__m256 hi, __m256 lo, int has_lo) {
     const __m256 shifter = _mm256_set1_ps(SMX_F32_SHIFTER);
     __m256 kf, k, r, p;
     /* Lanes with |hi| > SAFE (or infinite) take the rare branch: clamp (NaN passes through
@@ -419,13 +444,16 @@ static SMX_AVX2_INLINE __m256 smx_avx2_exp8f(__m256 hi, __m256 lo) {
     k = _mm256_sub_ps(kf, shifter);
     r = _mm256_fnmadd_ps(k, _mm256_set1_ps(SMX_F32_LN2_C1), hi);   /* exact */
     r = _mm256_fnmadd_ps(k, _mm256_set1_ps(SMX_F32_LN2_C2), r);
-    r = _mm256_add_ps(r, lo);
-    p = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500e-4f), r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    if (has_lo) r = _mm256_add_ps(r, lo);
+    /* exp(r) ~ 1 + r + c2 r^2 + ... + c6 r^6 by Horner: six fmas, each rounding once.  The
+     * coefficients minimise the relative error on |r| <= 1.002 ln2/2 (Lawson's iteration,
+     * 40-digit references): 4.2e-9 = 0.07 half-ULPs before rounding. */
+    p = _mm256_fmadd_ps(_mm256_set1_ps(1.3814320555e-3f), r, _mm256_set1_ps(8.3688506857e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1668400168e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666519642e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.9999994040e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     if (__builtin_expect(big != 0, 0)) {
         /* 2^k1 * 2^(k - k1): the last multiplication rounds once into the subnormals. */
         __m256i ki = _mm256_sub_epi32(_mm256_castps_si256(kf), _mm256_castps_si256(shifter));
@@ -442,17 +470,25 @@ static SMX_AVX2_INLINE __m256 smx_avx2_exp8f(__m256 hi, __m256 lo) {
 
 /* One group of 8 of smx_avx2_sum_exp_f32_beta1: exp(x_i - x_ref) for x_i = src[0..7],
  * zeroed where lane_bytes is 0 (when not NULL), stored to store (when not NULL), added to
- * the accumulators except lane `skip_lane` (-1: none). */
+ * the accumulators except lane `skip_lane` (-1: none).  With exact_difference, the exp of
+ * the exact difference (hi + lo by TwoSum), else of the rounded one (SMX_TERMS_*). */
 static SMX_AVX2_INLINE void smx_avx2_exp8_group(const float* src, __m256 neg_ref,
+                                                int exact_difference,
                                                 const unsigned char* lane_bytes,
                                                 float* store, int skip_lane,
                                                 __m256d* acc_lo, __m256d* acc_hi) {
     __m256 v = _mm256_loadu_ps(src);
     __m256 d = _mm256_add_ps(v, neg_ref);
-    __m256 b_part = _mm256_sub_ps(d, v);
-    __m256 lo = _mm256_add_ps(_mm256_sub_ps(v, _mm256_sub_ps(d, b_part)),
-                              _mm256_sub_ps(neg_ref, b_part));
-    __m256 e = smx_avx2_exp8f(d, lo);
+    __m256 lo = d;
+    __m256 e;
+    if (exact_difference) {
+        __m256 b_part = _mm256_sub_ps(d, v);
+        lo = _mm256_add_ps(_mm256_sub_ps(v, _mm256_sub_ps(d, b_part)),
+                           _mm256_sub_ps(neg_ref, b_part));
+        e = smx_avx2_exp8f(d, lo, 1);
+    } else {
+        e = smx_avx2_exp8f(d, lo, 0);
+    }
     if (lane_bytes != NULL) {
         __m256i off = _mm256_cmpeq_epi32(
             _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)lane_bytes)),
@@ -469,27 +505,46 @@ static SMX_AVX2_INLINE void smx_avx2_exp8_group(const float* src, __m256 neg_ref
     *acc_hi = _mm256_add_pd(*acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
 }
 
-/* smx_avx2_sum_exp for float32 rows with beta == 1 and no residual, in float lanes: w_i =
- * x_i - x_ref is carried exactly as hi + lo (TwoSum), so exp(w_i) does not inherit the
- * rounding of the difference (the float32-accuracy contract of the double lanes). */
+/* The full groups of 8 of [i, stop) without a mask: the common case, without lane
+ * bookkeeping.  Returns where it stopped.  exact_difference: as smx_avx2_exp8_group (a
+ * constant at each call, so that each variant is compiled without the other's work). */
+static SMX_AVX2_INLINE Py_ssize_t smx_avx2_exp8_full_groups(const float* x, Py_ssize_t i,
+                                                           Py_ssize_t stop, __m256 neg_ref,
+                                                           int exact_difference,
+                                                           Py_ssize_t skip, float* store,
+                                                           __m256d* acc_lo, __m256d* acc_hi) {
+    for (; i + 8 <= stop; i += 8) {
+        int skip_lane = (size_t)(skip - i) < 8 ? (int)(skip - i) : -1;
+        if (skip_lane >= 0)
+            smx_avx2_exp8_group(x + i, neg_ref, exact_difference, NULL,
+                                store == NULL ? NULL : store + i, skip_lane, acc_lo, acc_hi);
+        else if (store != NULL)
+            smx_avx2_exp8_group(x + i, neg_ref, exact_difference, NULL, store + i, -1,
+                                acc_lo, acc_hi);
+        else
+            smx_avx2_exp8_group(x + i, neg_ref, exact_difference, NULL, NULL, -1,
+                                acc_lo, acc_hi);
+    }
+    return i;
+}
+
+/* smx_avx2_sum_exp for float32 rows with beta == 1 and no residual, in float lanes.  For
+ * SMX_TERMS_LOG, w_i = x_i - x_ref is carried exactly as hi + lo (TwoSum), so exp(w_i)
+ * does not inherit the rounding of the difference (the float32-accuracy contract of the
+ * double lanes); SMX_TERMS_PROBABILITY takes the rounded difference. */
 static SMX_AVX2 double smx_avx2_sum_exp_f32_beta1(const float* x, Py_ssize_t start,
                                                   Py_ssize_t stop, float x_ref,
                                                   const unsigned char* keep, Py_ssize_t skip,
-                                                  float* store) {
+                                                  float* store, int terms) {
     const __m256 neg_ref = _mm256_set1_ps(-x_ref);
+    const int exact_difference = terms != SMX_TERMS_PROBABILITY;
     __m256d acc_lo = _mm256_setzero_pd(), acc_hi = acc_lo;
     Py_ssize_t i = start;
-    if (keep == NULL) {   /* full groups: the common case, without lane bookkeeping */
-        for (; i + 8 <= stop; i += 8) {
-            int skip_lane = (size_t)(skip - i) < 8 ? (int)(skip - i) : -1;
-            if (skip_lane >= 0)
-                smx_avx2_exp8_group(x + i, neg_ref, NULL, store == NULL ? NULL : store + i,
-                                    skip_lane, &acc_lo, &acc_hi);
-            else if (store != NULL)
-                smx_avx2_exp8_group(x + i, neg_ref, NULL, store + i, -1, &acc_lo, &acc_hi);
-            else
-                smx_avx2_exp8_group(x + i, neg_ref, NULL, NULL, -1, &acc_lo, &acc_hi);
-        }
+    if (keep == NULL) {
+        if (exact_difference)
+            i = smx_avx2_exp8_full_groups(x, i, stop, neg_ref, 1, skip, store, &acc_lo, &acc_hi);
+        else
+            i = smx_avx2_exp8_full_groups(x, i, stop, neg_ref, 0, skip, store, &acc_lo, &acc_hi);
     }
     for (; i < stop; i += 8) {   /* a short group (padded with x_ref: w = 0), or a mask */
         Py_ssize_t count = stop - i < 8 ? stop - i : 8, j;
@@ -499,7 +554,7 @@ static SMX_AVX2 double smx_avx2_sum_exp_f32_beta1(const float* x, Py_ssize_t sta
             buffer[j] = j < count ? x[i + j] : x_ref;
             lane_bytes[j] = j < count && (keep == NULL || keep[i + j] != 0);
         }
-        smx_avx2_exp8_group(buffer, neg_ref, lane_bytes, result,
+        smx_avx2_exp8_group(buffer, neg_ref, exact_difference, lane_bytes, result,
                             (size_t)(skip - i) < 8 ? (int)(skip - i) : -1, &acc_lo, &acc_hi);
         if (store != NULL) memcpy(store + i, result, (size_t)count * sizeof(float));
     }
@@ -515,10 +570,11 @@ static SMX_AVX2 double smx_avx2_sum_exp_f32_double_lanes(
 static SMX_AVX2 double smx_avx2_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop,
                                             double x_ref, double beta, const unsigned char* keep,
                                             Py_ssize_t skip, float* store, double* residual,
-                                            int double_exp) {
-    if (!double_exp && beta == 1.0 && residual == NULL)
-        return smx_avx2_sum_exp_f32_beta1(x, start, stop, (float)x_ref, keep, skip, store);
-    if (double_exp)
+                                            int terms) {
+    if (terms != SMX_TERMS_DOUBLE && beta == 1.0 && residual == NULL)
+        return smx_avx2_sum_exp_f32_beta1(x, start, stop, (float)x_ref, keep, skip, store,
+                                          terms);
+    if (terms == SMX_TERMS_DOUBLE)
         return smx_avx2_sum_exp(x, 1, 0, start, stop, x_ref, beta, keep, skip, store, residual);
     return smx_avx2_sum_exp(x, 1, 1, start, stop, x_ref, beta, keep, skip, store, residual);
 }
@@ -741,18 +797,18 @@ static double smx_portable_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssi
 /* The entry points: sum over [start, stop) of exp(w_i) for kept i != skip, in double, with
  * exp(w_i) (0 where not kept) also written to store[i] when store is not NULL, and with the
  * first-order effect of the rounding of w_i added to residual[0] when residual is not NULL.
- * float32 rows use the float32-accurate exp unless double_exp (a result that needs the
- * sum to double accuracy: the cross-entropy loss, returned in double). */
+ * float32 rows: `terms` (SMX_TERMS_*) says what the terms need.  The portable path
+ * computes the difference in double (exact) for SMX_TERMS_PROBABILITY too. */
 static inline double smx_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop,
                                      double x_ref, double beta, const unsigned char* keep,
                                      Py_ssize_t skip, float* store, double* residual,
-                                     int double_exp) {
+                                     int terms) {
 #if SOFTMAXC_HAVE_AVX2
     if (smx_active_path == SMX_PATH_AVX2 && fabs(beta) >= SMX_MIN_VECTOR_BETA)
         return smx_avx2_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, residual,
-                                    double_exp);
+                                    terms);
 #endif
-    if (double_exp)
+    if (terms == SMX_TERMS_DOUBLE)
         return smx_portable_sum_exp_f32_double_exp(x, start, stop, x_ref, beta, keep, skip,
                                                    store, residual);
     return smx_portable_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, residual);
@@ -830,7 +886,7 @@ static inline void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n, i
 #if SOFTMAXC_HAVE_AVX2
     if (smx_active_path == SMX_PATH_AVX2) {
         if (double_lanes) smx_avx2_sum_exp_f32_double_lanes(x, 0, n, 0.0, 1.0, NULL, -1, out);
-        else smx_avx2_sum_exp_f32(x, 0, n, 0.0, 1.0, NULL, -1, out, NULL, 0);
+        else smx_avx2_sum_exp_f32(x, 0, n, 0.0, 1.0, NULL, -1, out, NULL, SMX_TERMS_LOG);
         return;
     }
 #endif
