@@ -68,6 +68,11 @@ cdef extern from "_simd.h" nogil:
                                double beta, double c) noexcept
     void smx_shifted_minus_f64(const double* x, double* out, Py_ssize_t n, double x_ref,
                                double beta, double c) noexcept
+    # dst[j * dst_stride + c] = src[c * src_stride + j] for c < n, j < width (tiles).
+    void smx_transpose_f32(const float* src, Py_ssize_t src_stride, float* dst,
+                           Py_ssize_t dst_stride, Py_ssize_t n, Py_ssize_t width) noexcept
+    void smx_transpose_f64(const double* src, Py_ssize_t src_stride, double* dst,
+                           Py_ssize_t dst_stride, Py_ssize_t n, Py_ssize_t width) noexcept
 
 
 cdef inline void scale_row(const floating* src, floating* out, Py_ssize_t n, double a,
@@ -281,16 +286,16 @@ cdef inline Py_ssize_t tile_width(Py_ssize_t n, Py_ssize_t inner) noexcept nogil
 cdef inline void gather_tile(const floating* x, Py_ssize_t n, Py_ssize_t stride,
                              Py_ssize_t width, floating* rows) noexcept nogil:
     """rows[j * n + c] = x[c * stride + j] for c < n, j < width."""
-    cdef Py_ssize_t c, j
-    for c in range(n):
-        for j in range(width):
-            rows[j * n + c] = x[c * stride + j]
+    if floating is float:
+        smx_transpose_f32(x, stride, rows, n, n, width)
+    else:
+        smx_transpose_f64(x, stride, rows, n, n, width)
 
 
 cdef inline void scatter_tile(const floating* rows, Py_ssize_t n, Py_ssize_t width,
                               floating* out, Py_ssize_t stride) noexcept nogil:
     """out[c * stride + j] = rows[j * n + c] for c < n, j < width."""
-    cdef Py_ssize_t c, j
-    for c in range(n):
-        for j in range(width):
-            out[c * stride + j] = rows[j * n + c]
+    if floating is float:
+        smx_transpose_f32(rows, n, out, stride, width, n)
+    else:
+        smx_transpose_f64(rows, n, out, stride, width, n)

@@ -334,6 +334,7 @@ static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, int ex
     const size_t size = is_f32 ? sizeof(float) : sizeof(double);
     const __m256d ref = _mm256_set1_pd(x_ref), neg_ref = _mm256_set1_pd(-x_ref);
     const __m256d b = _mm256_set1_pd(beta);
+    const int unit_beta = beta == 1.0;
     const __m256d zero = _mm256_setzero_pd();
     __m256d acc_lo = zero, acc_hi = zero, corr_lo = zero, corr_hi = zero;
     Py_ssize_t i;
@@ -357,8 +358,8 @@ static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, int ex
         smx_avx2_load8(src, is_f32, &x_lo, &x_hi);
         d_lo = _mm256_sub_pd(x_lo, ref);
         d_hi = _mm256_sub_pd(x_hi, ref);
-        w_lo = _mm256_mul_pd(b, d_lo);
-        w_hi = _mm256_mul_pd(b, d_hi);
+        w_lo = unit_beta ? d_lo : _mm256_mul_pd(b, d_lo);   /* 1 * d is d: skip it */
+        w_hi = unit_beta ? d_hi : _mm256_mul_pd(b, d_hi);
         if (exp32) {
             e_lo = smx_avx2_exp32(w_lo);
             e_hi = smx_avx2_exp32(w_hi);
@@ -876,6 +877,102 @@ SMX_ROW_PASSES(double, f64)
 
 #undef SMX_ROW_PASSES
 #undef SMX_IF_AVX2
+
+/* ------------------------------------------------------------------------------------- */
+/* Tiles: rows along a non-last axis (see _rowops.pxd), moved by blocks of vectors         */
+/* ------------------------------------------------------------------------------------- */
+/* gather: rows[j * n + c] = x[c * stride + j]; scatter: out[c * stride + j] = rows[j * n + c]
+ * (c < n, j < width).  Both are transposes of an n x width block; the AVX2 path moves 8 x 8
+ * (float) or 4 x 4 (double) sub-blocks through registers (whole vectors in and out instead
+ * of one element at a time, to rows n elements apart), the rest element by element.  Pure
+ * copies: the values are bitwise the same on every path. */
+
+#if SOFTMAXC_HAVE_AVX2
+static SMX_AVX2_INLINE void smx_avx2_transpose8_ps(__m256 v[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
+    __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    v[0] = _mm256_permute2f128_ps(u0, u4, 0x20); v[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    v[1] = _mm256_permute2f128_ps(u1, u5, 0x20); v[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    v[2] = _mm256_permute2f128_ps(u2, u6, 0x20); v[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    v[3] = _mm256_permute2f128_ps(u3, u7, 0x20); v[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+static SMX_AVX2_INLINE void smx_avx2_transpose4_pd(__m256d v[4]) {
+    __m256d t0 = _mm256_unpacklo_pd(v[0], v[1]), t1 = _mm256_unpackhi_pd(v[0], v[1]);
+    __m256d t2 = _mm256_unpacklo_pd(v[2], v[3]), t3 = _mm256_unpackhi_pd(v[2], v[3]);
+    v[0] = _mm256_permute2f128_pd(t0, t2, 0x20); v[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    v[1] = _mm256_permute2f128_pd(t1, t3, 0x20); v[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+/* The transposed copy dst[j * dst_stride + c] = src[c * src_stride + j] of the whole
+ * BLOCK x BLOCK register blocks of c < n, j < width (the caller copies the rest).  The
+ * loops finish the rows of the side with the smaller stride (the array in main memory, not
+ * the tile) one after the other, so each of its cache lines is used whole while it is in
+ * L1. */
+#define SMX_AVX2_TRANSPOSE(T, SUFFIX, VEC, BLOCK, LOAD, STORE, TRANSPOSE_REGISTERS)          \
+static SMX_AVX2_INLINE void smx_avx2_transpose_block_##SUFFIX(                                \
+        const T* src, Py_ssize_t src_stride, T* dst, Py_ssize_t dst_stride) {                \
+    VEC v[BLOCK];                                                                           \
+    int k;                                                                                  \
+    for (k = 0; k < BLOCK; k++) v[k] = LOAD(src + k * src_stride);                          \
+    TRANSPOSE_REGISTERS(v);                                                                 \
+    for (k = 0; k < BLOCK; k++) STORE(dst + k * dst_stride, v[k]);                          \
+}                                                                                           \
+static SMX_AVX2 void smx_avx2_transpose_##SUFFIX(const T* src, Py_ssize_t src_stride, T* dst, \
+                                                 Py_ssize_t dst_stride, Py_ssize_t n,        \
+                                                 Py_ssize_t width) {                         \
+    Py_ssize_t c, j;                                                                        \
+    if (src_stride <= dst_stride) {                                                         \
+        for (c = 0; c + BLOCK <= n; c += BLOCK)                                             \
+            for (j = 0; j + BLOCK <= width; j += BLOCK)                                     \
+                smx_avx2_transpose_block_##SUFFIX(src + c * src_stride + j, src_stride,     \
+                                                  dst + j * dst_stride + c, dst_stride);    \
+    } else {                                                                                \
+        for (j = 0; j + BLOCK <= width; j += BLOCK)                                         \
+            for (c = 0; c + BLOCK <= n; c += BLOCK)                                         \
+                smx_avx2_transpose_block_##SUFFIX(src + c * src_stride + j, src_stride,     \
+                                                  dst + j * dst_stride + c, dst_stride);    \
+    }                                                                                       \
+}
+SMX_AVX2_TRANSPOSE(float, f32, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps,
+                   smx_avx2_transpose8_ps)
+SMX_AVX2_TRANSPOSE(double, f64, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd,
+                   smx_avx2_transpose4_pd)
+#undef SMX_AVX2_TRANSPOSE
+#endif
+
+/* dst[j * dst_stride + c] = src[c * src_stride + j] for c < n, j < width. */
+#define SMX_TRANSPOSE(T, SUFFIX, BLOCK)                                                        \
+static inline void smx_transpose_##SUFFIX(const T* src, Py_ssize_t src_stride, T* dst,        \
+                                          Py_ssize_t dst_stride, Py_ssize_t n,                 \
+                                          Py_ssize_t width) {                                  \
+    Py_ssize_t c, j, n_done = 0, width_done = 0;                                               \
+    SMX_IF_AVX2_PATH(                                                                          \
+        smx_avx2_transpose_##SUFFIX(src, src_stride, dst, dst_stride, n, width);               \
+        n_done = n - n % BLOCK;                                                                \
+        width_done = width - width % BLOCK;                                                    \
+    )                                                                                          \
+    /* what the blocks left: the last rows c of the covered columns, then the last columns */ \
+    for (j = 0; j < width_done; j++)                                                           \
+        for (c = n_done; c < n; c++) dst[j * dst_stride + c] = src[c * src_stride + j];        \
+    for (c = 0; c < n; c++)                                                                    \
+        for (j = width_done; j < width; j++) dst[j * dst_stride + c] = src[c * src_stride + j]; \
+}
+#if SOFTMAXC_HAVE_AVX2
+#define SMX_IF_AVX2_PATH(code) if (smx_active_path == SMX_PATH_AVX2) { code }
+#else
+#define SMX_IF_AVX2_PATH(code)
+#endif
+SMX_TRANSPOSE(float, f32, 8)
+SMX_TRANSPOSE(double, f64, 4)
+#undef SMX_IF_AVX2_PATH
+#undef SMX_TRANSPOSE
 
 /* exp over an array with the active path's float32 / float64 kernel exp (the validator's
  * entry point, scripts/validate_exp.py): out[i] = exp(x[i]), computed by the kernels' own
