@@ -19,8 +19,8 @@ given probabilities.  Then
 a sum of non-negative terms (never log of a rounded probability, nothing cancels).  When
 the loss is mostly S * log1p(T) (a confidently correct row: T tiny, every e_c far below 1),
 its relative accuracy is that of T, and each e_c carries the rounding of its exponent
-(|gap_c| * eps / 2 relative): T is then summed with that rounding compensated
-(sum_exp_shifted_compensated).  At the reference entry, where p_ref may round to 1 and the
+(|gap_c| * eps / 2 relative): in float64, T is then summed with that rounding compensated
+(sum_exp_shifted_compensated); float32 terms are exp of the exact gap (TERMS_LOG).  At the reference entry, where p_ref may round to 1 and the
 target's mass mostly sits,
 
     d loss / d x_ref = beta * (S_off - S * T / (1 + T)),  S_off = sum_{c != ref} a_c,
@@ -49,7 +49,7 @@ from softmaxc._rowops cimport (
     sum_exp_shifted,
     sum_exp_shifted_compensated,
     tile_width,
-    TERMS_DOUBLE,
+    TERMS_LOG,
 )
 
 smx_simd_init()   # the row loops' path (see _simd.h)
@@ -152,15 +152,23 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
         total_off_ref = sums.coef_off_ref
         weighted_gap = sums.weighted_gap
 
-    # T = sum_{c != ref} e_c, with e_c -> grad when asked (the last read of x).  When the
-    # target's mean gap is below one nat (a confidently correct row: loss ~ S * T), the loss
-    # needs T to full relative accuracy, so the rounding of the exponents is compensated.
-    if weighted_gap < total:
-        tail = sum_exp_shifted_compensated(x, n, ref.x_ref, beta, ref.index, grad, &residual)
-        tail = tail + residual
-    else:
+    # T = sum_{c != ref} e_c, with e_c -> grad when asked (the last read of x).  float32
+    # logits: every e_c is exp of the exact gap to float32 accuracy (TERMS_LOG), so T, and
+    # the loss even where it is ~ S * T, are accurate to float32 ULPs (the vector float
+    # lanes, twice as fast as double ones).  float64: when the target's mean gap is below
+    # one nat (a confidently correct row: loss ~ S * T), the loss needs T to full double
+    # relative accuracy, so the rounding of the exponents is compensated.
+    if floating is float:
         tail = sum_exp_shifted(x, n, ref.x_ref, beta, <const unsigned char*>NULL, ref.index,
-                               grad, TERMS_DOUBLE)
+                               grad, TERMS_LOG)
+    else:
+        if weighted_gap < total:
+            tail = sum_exp_shifted_compensated(x, n, ref.x_ref, beta, ref.index, grad,
+                                               &residual)
+            tail = tail + residual
+        else:
+            tail = sum_exp_shifted(x, n, ref.x_ref, beta, <const unsigned char*>NULL,
+                                   ref.index, grad, TERMS_LOG)
     loss = total * log1p(tail) + weighted_gap
     if grad == NULL:
         return loss

@@ -47,15 +47,14 @@ cdef extern from "_simd.h" nogil:
     Py_ssize_t pairwise_split_blocks "smx_pairwise_split_blocks"(
         Py_ssize_t start, Py_ssize_t stop, Py_ssize_t block) noexcept
     # What float32 terms exp(w_i) are for (see _simd.h): log1p of their sum (exact
-    # differences), a double result (double exp), or probabilities (rounded differences).
+    # differences) or probabilities (rounded differences).
     enum:
         TERMS_LOG "SMX_TERMS_LOG"
-        TERMS_DOUBLE "SMX_TERMS_DOUBLE"
         TERMS_PROBABILITY "SMX_TERMS_PROBABILITY"
     double shifted_logit "smx_shifted_logit"(double x_i, double x_ref, double beta) noexcept
     double smx_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop, double x_ref,
                            double beta, const unsigned char* keep, Py_ssize_t skip,
-                           float* store, double* residual, int terms) noexcept
+                           float* store, int terms) noexcept
     double smx_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop, double x_ref,
                            double beta, const unsigned char* keep, Py_ssize_t skip,
                            double* store, double* residual) noexcept
@@ -132,10 +131,10 @@ cdef inline double sum_exp_range(const floating* x, Py_ssize_t start, Py_ssize_t
                                  double x_ref, double beta, const unsigned char* keep,
                                  Py_ssize_t skip, floating* store, double* residual,
                                  int terms) noexcept nogil:
-    """One leaf of the pairwise sums: the C row loop of the active path (_simd.h)."""
+    """One leaf of the pairwise sums: the C row loop of the active path (_simd.h).  Only
+    float64 rows are compensated (`residual`); float32 ones take `terms` instead."""
     if floating is float:
-        return smx_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, residual,
-                               terms)
+        return smx_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, terms)
     else:
         return smx_sum_exp_f64(x, start, stop, x_ref, beta, keep, skip, store, residual)
 
@@ -162,22 +161,21 @@ cdef inline double sum_exp_shifted(const floating* x, Py_ssize_t n, double x_ref
     When `store` is not NULL, exp(w_i) (0 for excluded entries) is also written to store[i];
     `store` may alias `x` (each x_i is read before store[i] is written).  The error is
     O(log2(n) * eps) instead of the O(n * eps) of one running sum.  For float32 rows,
-    `terms` (TERMS_LOG, TERMS_PROBABILITY or TERMS_DOUBLE) says how accurate the terms
-    must be; float64 rows are always computed to double accuracy.  float32 terms for a
-    float32 result go in longer leaves (see PAIRWISE_BLOCK_FLOAT32 in _simd.h).
+    `terms` (TERMS_LOG or TERMS_PROBABILITY) says how accurate the terms must be, and the
+    leaves are longer (PAIRWISE_BLOCK_FLOAT32 in _simd.h); float64 rows ignore it and are
+    always computed to double accuracy.
     """
     cdef Py_ssize_t block = PAIRWISE_BLOCK
     if floating is float:
-        if terms != TERMS_DOUBLE:
-            block = PAIRWISE_BLOCK_FLOAT32
+        block = PAIRWISE_BLOCK_FLOAT32
     return sum_exp_pairwise(x, 0, n, x_ref, beta, keep, skip, store, <double*>NULL, terms,
                             block)
 
 
-cdef inline double sum_exp_shifted_compensated(const floating* x, Py_ssize_t n, double x_ref,
-                                               double beta, Py_ssize_t skip, floating* store,
+cdef inline double sum_exp_shifted_compensated(const double* x, Py_ssize_t n, double x_ref,
+                                               double beta, Py_ssize_t skip, double* store,
                                                double* residual) noexcept nogil:
-    """sum_exp_shifted (no mask, double exp) that also adds to residual[0] the first-order
+    """sum_exp_shifted of a float64 row (no mask) that also adds to residual[0] the first-order
     effect of the rounding of the exponents, sum_{i != skip} exp(w_i) * (exact w_i - w_i).
 
     exp(w_i) inherits the rounding of its argument: a relative error up to |w_i| eps / 2,
@@ -188,7 +186,7 @@ cdef inline double sum_exp_shifted_compensated(const floating* x, Py_ssize_t n, 
     read once, before store[i] is written, so `store` may alias `x` (in place).
     """
     return sum_exp_pairwise(x, 0, n, x_ref, beta, <const unsigned char*>NULL, skip, store,
-                            residual, TERMS_DOUBLE, PAIRWISE_BLOCK)
+                            residual, TERMS_LOG, PAIRWISE_BLOCK)
 
 
 cdef inline void fill_special_row(floating* out, Py_ssize_t n, const unsigned char* keep,

@@ -12,8 +12,7 @@
  * scaling by 2^k built from the exponent bits; arguments beyond the range are clamped (NaN
  * passes through the clamps), so overflow gives +inf, underflow 0 or a correctly scaled
  * subnormal (two scaling steps).  Measured by scripts/validate_exp.py:
- *   - float64 kernels (and the float32 cross-entropy, whose loss is returned in double):
- *     a fitted degree-11 polynomial (approximation error below 0.26 ULP), <= 1.02 ULP
+ *   - float64 kernels: a fitted degree-11 polynomial (approximation error below 0.26 ULP), <= 1.02 ULP
  *     (AVX2) / 1.29 ULP (portable) over a dense sample of the whole range;
  *   - float32 kernels with beta != 1, and the portable path: the same in double from the
  *     exact double difference of the float32 inputs, Taylor degree 7 (0.09 ULP of float32),
@@ -57,17 +56,15 @@
 
 /* What the float32 terms exp(w_i) are for: the accuracy smx_sum_exp_f32 gives them. */
 enum {
-    /* log_softmax, logsumexp: exp of the exact beta (x_i - x_ref), to float32 accuracy.  A
-     * rounded difference would cost the sum a relative error of up to |w_i| / 2 ULP, which
-     * log1p(sum) passes on in full when the reference entry dominates (sum << 1). */
+    /* log_softmax, logsumexp, cross-entropy: exp of the exact beta (x_i - x_ref), to float32
+     * accuracy.  A rounded difference would cost the sum a relative error of up to |w_i| / 2
+     * ULP, which log1p(sum) passes on in full when the reference entry dominates. */
     SMX_TERMS_LOG = 0,
-    /* The cross-entropy loss, returned in double: exp to double accuracy. */
-    SMX_TERMS_DOUBLE = 1,
     /* softmax: exp of the rounded difference x_i - x_ref (beta == 1).  Its relative error,
      * up to |w_i| / 2 ULP, lies within the softmax bound of 1 ULP per unit of |w_i|; the sum
      * it gives is off by at most its weighted mean of |w_i| / 2 ULP, which is below
      * ln(n) / 2 (the entropy of p), inside the bound's log2(n) term.  Saves the TwoSum. */
-    SMX_TERMS_PROBABILITY = 2,
+    SMX_TERMS_PROBABILITY = 1,
 };
 
 /* Below this |beta| the shifted logit needs the overflow-safe form (smx_shifted_logit): the
@@ -327,7 +324,7 @@ static SMX_AVX2_INLINE double smx_avx2_hsum(__m256d a, __m256d b) {
  * also written to store[i] (when store is not NULL; store may alias x: each group of 8 is
  * read before it is written).  With `residual`, the compensated variant: see
  * sum_exp_shifted_compensated in _rowops.pxd. */
-static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, int exp32, Py_ssize_t start,
+static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, Py_ssize_t start,
                                                Py_ssize_t stop, double x_ref, double beta,
                                                const unsigned char* keep, Py_ssize_t skip,
                                                void* store, double* residual) {
@@ -360,7 +357,7 @@ static SMX_AVX2_INLINE double smx_avx2_sum_exp(const void* x, int is_f32, int ex
         d_hi = _mm256_sub_pd(x_hi, ref);
         w_lo = unit_beta ? d_lo : _mm256_mul_pd(b, d_lo);   /* 1 * d is d: skip it */
         w_hi = unit_beta ? d_hi : _mm256_mul_pd(b, d_hi);
-        if (exp32) {
+        if (is_f32) {   /* float32 accuracy is enough (rounded to float32 below) */
             e_lo = smx_avx2_exp32(w_lo);
             e_hi = smx_avx2_exp32(w_hi);
         } else {
@@ -565,25 +562,23 @@ static SMX_AVX2 double smx_avx2_sum_exp_f32_beta1(const float* x, Py_ssize_t sta
 static SMX_AVX2 double smx_avx2_sum_exp_f32_double_lanes(
         const float* x, Py_ssize_t start, Py_ssize_t stop, double x_ref, double beta,
         const unsigned char* keep, Py_ssize_t skip, float* store) {
-    return smx_avx2_sum_exp(x, 1, 1, start, stop, x_ref, beta, keep, skip, store, NULL);
+    return smx_avx2_sum_exp(x, 1, start, stop, x_ref, beta, keep, skip, store, NULL);
 }
 
 static SMX_AVX2 double smx_avx2_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop,
                                             double x_ref, double beta, const unsigned char* keep,
-                                            Py_ssize_t skip, float* store, double* residual,
-                                            int terms) {
-    if (terms != SMX_TERMS_DOUBLE && beta == 1.0 && residual == NULL)
+                                            Py_ssize_t skip, float* store, int terms) {
+    if (beta == 1.0)
         return smx_avx2_sum_exp_f32_beta1(x, start, stop, (float)x_ref, keep, skip, store,
                                           terms);
-    if (terms == SMX_TERMS_DOUBLE)
-        return smx_avx2_sum_exp(x, 1, 0, start, stop, x_ref, beta, keep, skip, store, residual);
-    return smx_avx2_sum_exp(x, 1, 1, start, stop, x_ref, beta, keep, skip, store, residual);
+    /* The double lanes take the exact difference for either kind of terms. */
+    return smx_avx2_sum_exp_f32_double_lanes(x, start, stop, x_ref, beta, keep, skip, store);
 }
 
 static SMX_AVX2 double smx_avx2_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop,
                                             double x_ref, double beta, const unsigned char* keep,
                                             Py_ssize_t skip, double* store, double* residual) {
-    return smx_avx2_sum_exp(x, 0, 0, start, stop, x_ref, beta, keep, skip, store, residual);
+    return smx_avx2_sum_exp(x, 0, start, stop, x_ref, beta, keep, skip, store, residual);
 }
 
 
@@ -777,14 +772,9 @@ static SMX_AVX2 void smx_avx2_shifted_minus_f64(const double* x, double* out, Py
 
 static double smx_portable_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop,
                                        double x_ref, double beta, const unsigned char* keep,
-                                       Py_ssize_t skip, float* store, double* residual) {
+                                       Py_ssize_t skip, float* store) {
+    double* residual = NULL;   /* float32 terms are never compensated (SMX_TERMS_*) */
     SMX_PORTABLE_SUM_EXP(float, smx_exp32_portable)
-}
-
-static double smx_portable_sum_exp_f32_double_exp(
-        const float* x, Py_ssize_t start, Py_ssize_t stop, double x_ref, double beta,
-        const unsigned char* keep, Py_ssize_t skip, float* store, double* residual) {
-    SMX_PORTABLE_SUM_EXP(float, smx_exp64_portable)
 }
 
 static double smx_portable_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop,
@@ -796,23 +786,19 @@ static double smx_portable_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssi
 #undef SMX_PORTABLE_SUM_EXP
 
 /* The entry points: sum over [start, stop) of exp(w_i) for kept i != skip, in double, with
- * exp(w_i) (0 where not kept) also written to store[i] when store is not NULL, and with the
- * first-order effect of the rounding of w_i added to residual[0] when residual is not NULL.
- * float32 rows: `terms` (SMX_TERMS_*) says what the terms need.  The portable path
- * computes the difference in double (exact) for SMX_TERMS_PROBABILITY too. */
+ * exp(w_i) (0 where not kept) also written to store[i] when store is not NULL.  float32
+ * rows: `terms` (SMX_TERMS_*) says what the terms need (the portable path computes the
+ * difference in double, exact, for both).  float64 rows: with the first-order effect of
+ * the rounding of w_i added to residual[0] when residual is not NULL. */
 static inline double smx_sum_exp_f32(const float* x, Py_ssize_t start, Py_ssize_t stop,
                                      double x_ref, double beta, const unsigned char* keep,
-                                     Py_ssize_t skip, float* store, double* residual,
-                                     int terms) {
+                                     Py_ssize_t skip, float* store, int terms) {
 #if SOFTMAXC_HAVE_AVX2
     if (smx_active_path == SMX_PATH_AVX2 && fabs(beta) >= SMX_MIN_VECTOR_BETA)
-        return smx_avx2_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, residual,
-                                    terms);
+        return smx_avx2_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, terms);
 #endif
-    if (terms == SMX_TERMS_DOUBLE)
-        return smx_portable_sum_exp_f32_double_exp(x, start, stop, x_ref, beta, keep, skip,
-                                                   store, residual);
-    return smx_portable_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store, residual);
+    (void)terms;
+    return smx_portable_sum_exp_f32(x, start, stop, x_ref, beta, keep, skip, store);
 }
 
 static inline double smx_sum_exp_f64(const double* x, Py_ssize_t start, Py_ssize_t stop,
@@ -983,7 +969,7 @@ static inline void smx_exp_array_f32(const float* x, float* out, Py_ssize_t n, i
 #if SOFTMAXC_HAVE_AVX2
     if (smx_active_path == SMX_PATH_AVX2) {
         if (double_lanes) smx_avx2_sum_exp_f32_double_lanes(x, 0, n, 0.0, 1.0, NULL, -1, out);
-        else smx_avx2_sum_exp_f32(x, 0, n, 0.0, 1.0, NULL, -1, out, NULL, SMX_TERMS_LOG);
+        else smx_avx2_sum_exp_f32(x, 0, n, 0.0, 1.0, NULL, -1, out, SMX_TERMS_LOG);
         return;
     }
 #endif
