@@ -40,6 +40,7 @@ from softmaxc._rowops cimport (
     ROW_FINITE,
     RowReference,
     gather_tile,
+    multiply_row,
     pairwise_split,
     row_reference,
     scale_row,
@@ -179,7 +180,9 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
     if y == NULL:
         label_exp = grad[label]
         smooth_grad = grad_factor * smooth
-        if weight == NULL:
+        if weight == NULL and smooth_grad == 0:
+            multiply_row(grad, n, scale_exp)
+        elif weight == NULL:
             scale_row(grad, grad, n, scale_exp, smooth_grad)
         else:
             for c in range(n):

@@ -83,6 +83,15 @@ cdef inline void scale_row(const floating* src, floating* out, Py_ssize_t n, dou
         smx_scale_f64(src, out, n, a, b)
 
 
+cdef inline void multiply_row(floating* out, Py_ssize_t n, double factor) noexcept nogil:
+    """out[i] *= factor: float32 rows in float lanes (factor rounded to float: within 1 ULP,
+    which the softmax bounds allow), float64 rows in double (0.5 ULP)."""
+    if floating is float:
+        smx_multiply_f32(out, n, factor)
+    else:
+        scale_row(out, out, n, factor, 0.0)
+
+
 cdef inline bint is_kept(const unsigned char* keep, Py_ssize_t i) noexcept nogil:
     return keep == NULL or keep[i] != 0
 
@@ -211,10 +220,7 @@ cdef inline void softmax_row(const floating* x, Py_ssize_t n, double beta,
     # and nothing reads x afterwards); the reference entry's exp(0) = 1 is added back here.
     inv_total = 1.0 / (1.0 + sum_exp_shifted(x, n, ref.x_ref, beta, keep, ref.index, out,
                                              TERMS_PROBABILITY))
-    if floating is float:
-        smx_multiply_f32(out, n, inv_total)
-    else:
-        scale_row(out, out, n, inv_total, 0.0)
+    multiply_row(out, n, inv_total)
 
 
 cdef inline double log_sum_exp_shifted(const floating* x, Py_ssize_t n, double beta,
