@@ -917,7 +917,7 @@ static SMX_AVX2_INLINE void smx_avx2_transpose4_pd(__m256d v[4]) {
 static SMX_AVX2_INLINE void smx_avx2_transpose_block_##SUFFIX(                                \
         const T* src, Py_ssize_t src_stride, T* dst, Py_ssize_t dst_stride) {                \
     VEC v[BLOCK];                                                                           \
-    int k;                                                                                  \
+    Py_ssize_t k;                                                                           \
     for (k = 0; k < BLOCK; k++) v[k] = LOAD(src + k * src_stride);                          \
     TRANSPOSE_REGISTERS(v);                                                                 \
     for (k = 0; k < BLOCK; k++) STORE(dst + k * dst_stride, v[k]);                          \
