@@ -252,7 +252,7 @@ cdef void index_rows_kernel(const floating* x, const Py_ssize_t* labels, const d
     cdef double keep = 1.0 - label_smoothing, smooth = label_smoothing / n
     cdef double grad_factor = beta * grad_scale
     cdef Py_ssize_t r
-    if n_threads == 1:
+    if n_threads <= 1:
         # Not even an inactive parallel region: libgomp sets one up for about 1 us.
         for r in range(rows):
             loss[r] = index_row(x + r * n, n, beta, labels[r], weight, keep, smooth, grad_factor,

@@ -91,7 +91,7 @@ cdef void rows_kernel(Op op, const floating* x, floating* out, Py_ssize_t rows, 
     """Every row of the C-contiguous (rows, n) array at x, in parallel: the batch loop of the
     general kernels below and of the fast path.  `keep`: a (rows, n) uint8 mask or NULL."""
     cdef Py_ssize_t r, out_stride = 1 if op == OP_LOGSUMEXP else n
-    if n_threads == 1:
+    if n_threads <= 1:
         # Not even an inactive parallel region: libgomp sets one up for about 1 us.
         for r in range(rows):
             apply_row(op, x + r * n, n, beta, keep if keep == NULL else keep + r * n,
