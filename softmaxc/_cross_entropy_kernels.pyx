@@ -273,11 +273,18 @@ def cross_entropy_index_rows(const floating[:, ::1] x,        # IN  (rows, C) lo
                              floating[:, ::1] grad,          # OUT (rows, C) or None (loss only)
                              int n_threads):
     """Cross-entropy of rows with class-index targets; ignored rows get loss 0, gradient 0."""
+    # index_rows_kernel indexes raw pointers, which no bounds check (not even a
+    # SOFTMAXC_DEBUG build's) would catch: the buffers must match x's (rows, C).
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
+    if (labels.shape[0] != rows or loss.shape[0] != rows
+            or (grad is not None and (grad.shape[0] != rows or grad.shape[1] != n))
+            or (weight is not None and weight.shape[0] != n)):
+        raise ValueError(f"labels, loss, grad or weight does not fit x of shape ({rows}, {n})")
     cdef const double* weight_ptr = weight_base(weight)
     cdef floating* grad_ptr = NULL if grad is None else &grad[0, 0]
     with nogil:
         index_rows_kernel(&x[0, 0], &labels[0], weight_ptr, label_smoothing, beta, grad_scale,
-                          &loss[0], grad_ptr, x.shape[0], x.shape[1], n_threads)
+                          &loss[0], grad_ptr, rows, n, n_threads)
 
 
 def cross_entropy_prob_rows(const floating[:, ::1] x,         # IN  (rows, C) logits

@@ -69,6 +69,16 @@ cdef inline const unsigned char* mask_base(const unsigned char[:, ::1] keep) noe
     return &keep[0, 0]
 
 
+cdef int check_rows(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t out_rows, Py_ssize_t out_n,
+                    const unsigned char[:, ::1] keep) except -1:
+    """The buffers of a rows kernel match x's (rows, n): rows_kernel indexes raw pointers,
+    which no bounds check (not even a SOFTMAXC_DEBUG build's) would catch."""
+    if (out_rows != rows or out_n != n
+            or (keep is not None and (keep.shape[0] != rows or keep.shape[1] != n))):
+        raise ValueError(f"out or keep does not fit x of shape ({rows}, {n})")
+    return 0
+
+
 cdef enum Op:
     OP_SOFTMAX
     OP_LOG_SOFTMAX
@@ -107,6 +117,7 @@ def softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
                  double beta,
                  const unsigned char[:, ::1] keep,   # IN  (rows, n) or None
                  int n_threads):
+    check_rows(x.shape[0], x.shape[1], out.shape[0], out.shape[1], keep)
     cdef const unsigned char* keep_ptr = mask_base(keep)
     with nogil:
         rows_kernel(OP_SOFTMAX, &x[0, 0], &out[0, 0], x.shape[0], x.shape[1], beta, keep_ptr,
@@ -118,6 +129,7 @@ def log_softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
                      double beta,
                      const unsigned char[:, ::1] keep,   # IN  (rows, n) or None
                      int n_threads):
+    check_rows(x.shape[0], x.shape[1], out.shape[0], out.shape[1], keep)
     cdef const unsigned char* keep_ptr = mask_base(keep)
     with nogil:
         rows_kernel(OP_LOG_SOFTMAX, &x[0, 0], &out[0, 0], x.shape[0], x.shape[1], beta,
@@ -129,6 +141,7 @@ def logsumexp_rows(const floating[:, ::1] x,           # IN  (rows, n)
                    double beta,
                    const unsigned char[:, ::1] keep,   # IN  (rows, n) or None
                    int n_threads):
+    check_rows(x.shape[0], x.shape[1], out.shape[0], x.shape[1], keep)
     cdef const unsigned char* keep_ptr = mask_base(keep)
     with nogil:
         rows_kernel(OP_LOGSUMEXP, &x[0, 0], &out[0], x.shape[0], x.shape[1], beta, keep_ptr,

@@ -303,7 +303,7 @@ def test_cross_entropy_takes_the_fast_path_bitwise(function, dtype, label_dtype,
 @pytest.mark.parametrize("rows", [1, 3, 9])
 def test_cross_entropy_special_values_bitwise(dtype, reduction, rows, monkeypatch):
     rng = np.random.default_rng(3)
-    for start in range(0, 9 - rows + 1):
+    for start in range(9 - rows + 1):
         x = special_rows(dtype, 50)[start : start + rows]
         labels = rng.integers(0, 50, size=rows)
         expected = general_result(monkeypatch, "cross_entropy_with_grad", x, labels,
@@ -418,3 +418,28 @@ def test_all_ignored_mean_is_zero_with_a_zero_gradient():
     # "sum" and "none" with everything ignored stay on the fast path
     assert ce_kernels.cross_entropy_fast(LOGITS, np.full(6, -100), -1, -100, "sum", 0.0, 1.0,
                                          None, False) is not None
+
+
+# ------------------------------------------------------------ the shared batch loops
+
+def test_row_kernels_check_their_buffers():
+    """The batch loops behind the general kernels index raw pointers (no bounds check, even
+    in a SOFTMAXC_DEBUG build), so the kernels refuse buffers that do not fit x."""
+    x = np.zeros((64, 50))
+    short = np.zeros((1, 50))
+    mask = np.ones((64, 49), np.uint8)
+    for kernel in (softmax_kernels.softmax_rows, softmax_kernels.log_softmax_rows):
+        with pytest.raises(ValueError, match="does not fit"):
+            kernel(x, short, 1.0, None, 1)
+        with pytest.raises(ValueError, match="does not fit"):
+            kernel(x, np.zeros_like(x), 1.0, mask, 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        softmax_kernels.logsumexp_rows(x, np.zeros(63), 1.0, None, 1)
+    labels = np.zeros(64, np.intp)
+    for bad in (dict(labels=labels[:63]), dict(loss=np.zeros(63)), dict(grad=short),
+                dict(weight=np.ones(49))):
+        arguments = dict(labels=labels, weight=None, loss=np.zeros(64), grad=None) | bad
+        with pytest.raises(ValueError, match="does not fit"):
+            ce_kernels.cross_entropy_index_rows(x, arguments["labels"], arguments["weight"],
+                                                0.0, 1.0, 1.0, arguments["loss"],
+                                                arguments["grad"], 1)
