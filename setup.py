@@ -15,17 +15,30 @@ import sys
 import tempfile
 import textwrap
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-# One row per compiled module: (module, sources).  Layering: _rowops.pxd holds the per-row
-# inline C; the *_kernels modules hold the batch loops; the Python modules call them.
+# One row per compiled module: (module, sources, uses the NumPy C API).  Layering:
+# _rowops.pxd holds the per-row inline C; the *_kernels modules hold the batch loops and the
+# fast path (_fastpath.pxd, on the NumPy C API); the Python modules call them.
 EXTENSIONS = [
-    ("softmaxc._runtime", ["softmaxc/_runtime.pyx"]),
-    ("softmaxc._softmax_kernels", ["softmaxc/_softmax_kernels.pyx"]),
-    ("softmaxc._backward_kernels", ["softmaxc/_backward_kernels.pyx"]),
-    ("softmaxc._cross_entropy_kernels", ["softmaxc/_cross_entropy_kernels.pyx"]),
+    ("softmaxc._runtime", ["softmaxc/_runtime.pyx"], False),
+    ("softmaxc._softmax_kernels", ["softmaxc/_softmax_kernels.pyx"], True),
+    ("softmaxc._backward_kernels", ["softmaxc/_backward_kernels.pyx"], False),
+    ("softmaxc._cross_entropy_kernels", ["softmaxc/_cross_entropy_kernels.pyx"], True),
+]
+
+# Modules on the NumPy C API are compiled against NumPy 2 headers (pyproject.toml requires
+# numpy>=2.0 to build) and run with any NumPy from 1.25, our runtime floor: NumPy 2 builds
+# are backwards compatible with NumPy 1.x ("For downstream package authors", NumPy docs),
+# down to the C-API version NPY_TARGET_VERSION names, which we pin to 1.25 rather than rely
+# on the default of the NumPy at hand (1.23 for NumPy 2.4; it may rise).  Any use of a C API
+# newer than 1.25 then fails to compile instead of failing at import on an older NumPy.
+NUMPY_MACROS = [
+    ("NPY_TARGET_VERSION", "NPY_1_25_API_VERSION"),
+    ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
 ]
 
 # Never -ffast-math (or -Ofast): when it is used to link a shared object, gcc adds
@@ -120,10 +133,11 @@ def extensions():
         Extension(
             name,
             sources,
-            include_dirs=["softmaxc"],
+            include_dirs=["softmaxc"] + ([numpy.get_include()] if uses_numpy else []),
+            define_macros=NUMPY_MACROS if uses_numpy else [],
             depends=["softmaxc/_simd.h", "softmaxc/_runtime.h"],
         )
-        for name, sources in EXTENSIONS
+        for name, sources, uses_numpy in EXTENSIONS
     ]
     return cythonize(exts, compiler_directives=directives, compile_time_env={"SOFTMAXC_DEBUG": debug},
                      force=debug)

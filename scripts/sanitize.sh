@@ -41,11 +41,14 @@ build() {   # build DIR [env assignments...]
 }
 
 # A deliberate out-of-bounds write: a kernel called directly (bypassing the Python layer's
-# validation) with an output one row short.  The instrumented build must catch it.
+# validation) with a per-row output 63 rows short.  The instrumented build must catch it.
+# (The row kernels of softmax and of index targets check their buffers' shapes themselves,
+# so the canary is a kernel that leaves that to the bounds checks.)
 CANARY='
 import numpy as np
-from softmaxc import _softmax_kernels
-_softmax_kernels.softmax_rows(np.zeros((64, 50)), np.zeros((1, 50)), 1.0, None, 1)
+from softmaxc import _cross_entropy_kernels
+_cross_entropy_kernels.cross_entropy_prob_rows(np.zeros((64, 50)), np.zeros((64, 50)), None,
+                                               0.0, 1.0, 1.0, np.zeros(1), None, 1)
 '
 
 # pytest's "N passed, M failed ..." line from a log.

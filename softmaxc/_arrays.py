@@ -16,12 +16,13 @@ try:  # NumPy >= 2.0
 except ImportError:  # pragma: no cover - NumPy 1.x
     from numpy.core.multiarray import normalize_axis_index
 
-from softmaxc import _config
+from softmaxc import _config, _runtime
 
 # Below this many elements a call runs on one thread: waking a team costs more than it saves.
 # With the vector kernels (about 1 ns per element in float32) 2**15 elements are some 30 us
-# of work, against a few us to wake a second thread.
-MIN_PARALLEL_ELEMENTS = 1 << 15
+# of work, against a few us to wake a second thread.  (The number is defined in _runtime.h,
+# where the compiled fast path reads it too.)
+MIN_PARALLEL_ELEMENTS = _runtime.MIN_PARALLEL_ELEMENTS
 
 # Most threads a call starts, whatever n_threads asks: libgomp ends the whole process when
 # it cannot create a thread, so n_threads=10**6 must not reach it.  Results are bitwise

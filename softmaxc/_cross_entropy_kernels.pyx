@@ -27,13 +27,26 @@ target's mass mostly sits,
 
 using 1 - p_ref = T / (1 + T), which keeps the target-class gradient's relative accuracy
 as p_target -> 1.  Callers guarantee rows > 0, C > 0, labels in [0, C) or -1 (ignored),
-weights finite and >= 0, and matching shapes; bounds checks are off.
+weights finite and >= 0, and matching shapes; bounds checks are off.  cross_entropy_fast at
+the end takes the common call straight from the public functions (see _fastpath.pxd).
 """
 
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free, malloc
 from libc.math cimport log1p, NAN
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp
+
+from softmaxc._fastpath cimport (
+    exact_finite_float,
+    exact_int,
+    is_last_axis,
+    is_thread_count,
+    kernel_threads,
+    plain_float_type,
+)
 
 from softmaxc._rowops cimport (
     PAIRWISE_BLOCK,
@@ -54,6 +67,7 @@ from softmaxc._rowops cimport (
 )
 
 smx_simd_init()   # the row loops' path (see _simd.h)
+cnp.import_array()
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,6 +224,18 @@ cdef inline double cross_entropy_row(const floating* x, Py_ssize_t n, double bet
     return loss
 
 
+cdef inline double index_row(const floating* x, Py_ssize_t n, double beta, Py_ssize_t label,
+                             const double* weight, double keep, double smooth,
+                             double grad_factor, floating* grad) noexcept nogil:
+    """cross_entropy_row for a class-index target; label -1 (ignored): loss 0, gradient 0."""
+    if label < 0:
+        if grad != NULL:
+            fill_row(grad, n, 0)
+        return 0.0
+    return cross_entropy_row(x, n, beta, label, <const floating*>NULL, weight, keep, smooth,
+                             grad_factor, grad)
+
+
 # ---------------------------------------------------------------------------------------
 # Batch kernels (layer 2)
 # ---------------------------------------------------------------------------------------
@@ -218,6 +244,26 @@ cdef inline const double* weight_base(const double[::1] weight) noexcept:
     if weight is None:
         return NULL
     return &weight[0]
+
+
+cdef void index_rows_kernel(const floating* x, const Py_ssize_t* labels, const double* weight,
+                            double label_smoothing, double beta, double grad_scale, double* loss,
+                            floating* grad, Py_ssize_t rows, Py_ssize_t n,
+                            int n_threads) noexcept nogil:
+    """Every row of the C-contiguous (rows, n) logits at x, in parallel: the batch loop of
+    cross_entropy_index_rows and of the fast path.  `grad` (rows, n) or NULL."""
+    cdef double keep = 1.0 - label_smoothing, smooth = label_smoothing / n
+    cdef double grad_factor = beta * grad_scale
+    cdef Py_ssize_t r
+    if n_threads <= 1:
+        # Not even an inactive parallel region: libgomp sets one up for about 1 us.
+        for r in range(rows):
+            loss[r] = index_row(x + r * n, n, beta, labels[r], weight, keep, smooth, grad_factor,
+                                grad if grad == NULL else grad + r * n)
+        return
+    for r in prange(rows, schedule="static", num_threads=n_threads):
+        loss[r] = index_row(x + r * n, n, beta, labels[r], weight, keep, smooth, grad_factor,
+                            grad if grad == NULL else grad + r * n)
 
 
 def cross_entropy_index_rows(const floating[:, ::1] x,        # IN  (rows, C) logits
@@ -230,23 +276,18 @@ def cross_entropy_index_rows(const floating[:, ::1] x,        # IN  (rows, C) lo
                              floating[:, ::1] grad,          # OUT (rows, C) or None (loss only)
                              int n_threads):
     """Cross-entropy of rows with class-index targets; ignored rows get loss 0, gradient 0."""
-    cdef Py_ssize_t r, n = x.shape[1]
+    # index_rows_kernel indexes raw pointers, which no bounds check (not even a
+    # SOFTMAXC_DEBUG build's) would catch: the buffers must match x's (rows, C).
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
+    if (labels.shape[0] != rows or loss.shape[0] != rows
+            or (grad is not None and (grad.shape[0] != rows or grad.shape[1] != n))
+            or (weight is not None and weight.shape[0] != n)):
+        raise ValueError(f"labels, loss, grad or weight does not fit x of shape ({rows}, {n})")
     cdef const double* weight_ptr = weight_base(weight)
-    cdef floating* grad_ptr = NULL
-    cdef double keep = 1.0 - label_smoothing, smooth = label_smoothing / n
-    cdef double grad_factor = beta * grad_scale
-    if grad is not None:
-        grad_ptr = &grad[0, 0]
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        if labels[r] < 0:
-            loss[r] = 0.0
-            if grad_ptr != NULL:
-                fill_row(grad_ptr + r * n, n, 0)
-        else:
-            loss[r] = cross_entropy_row(&x[r, 0], n, beta, labels[r], <const floating*>NULL,
-                                        weight_ptr, keep, smooth, grad_factor,
-                                        NULL if grad_ptr == NULL else grad_ptr + r * n)
+    cdef floating* grad_ptr = NULL if grad is None else &grad[0, 0]
+    with nogil:
+        index_rows_kernel(&x[0, 0], &labels[0], weight_ptr, label_smoothing, beta, grad_scale,
+                          &loss[0], grad_ptr, rows, n, n_threads)
 
 
 def cross_entropy_prob_rows(const floating[:, ::1] x,         # IN  (rows, C) logits
@@ -297,15 +338,9 @@ cdef int index_columns_kernel(const floating* x, const Py_ssize_t* labels, const
                 gather_tile(x + o * n * inner + j0, n, inner, w, rows)
                 for j in range(w):
                     r = o * inner + j0 + j
-                    if labels[r] < 0:
-                        loss[r] = 0.0
-                        fill_row(rows + j * n, n, 0)
-                    else:
-                        # the gradient overwrites the gathered row in place
-                        loss[r] = cross_entropy_row(rows + j * n, n, beta, labels[r],
-                                                    <const floating*>NULL, weight, keep,
-                                                    smooth, grad_factor,
-                                                    NULL if grad == NULL else rows + j * n)
+                    # the gradient overwrites the gathered row in place
+                    loss[r] = index_row(rows + j * n, n, beta, labels[r], weight, keep, smooth,
+                                        grad_factor, NULL if grad == NULL else rows + j * n)
                 if grad != NULL:
                     scatter_tile(rows, n, w, grad + o * n * inner + j0, inner)
         free(rows)
@@ -335,3 +370,112 @@ def cross_entropy_index_columns(const floating[:, :, ::1] x,    # IN  (outer, C,
                                       x.shape[2], n_threads)
     if status != 0:
         raise MemoryError("softmaxc: no memory for the per-thread tile buffers")
+
+
+# ---------------------------------------------------------------------------------------
+# Fast path: the common call validated and allocated in C (see _fastpath.pxd)
+# ---------------------------------------------------------------------------------------
+
+ctypedef fused label_int:
+    int32_t
+    int64_t
+
+
+cdef Py_ssize_t checked_labels(const label_int* target, Py_ssize_t rows, Py_ssize_t n_classes,
+                               long long ignore_index, Py_ssize_t* labels) noexcept nogil:
+    """The labels of _cross_entropy._labels_for_kernel into `labels` (-1 where ignored) and
+    the number counted, or -1 as soon as one is outside [0, n_classes) and not ignore_index:
+    then the general path raises its IndexError.  No label reaches a kernel unchecked."""
+    cdef Py_ssize_t r, counted = 0
+    for r in range(rows):
+        if target[r] == ignore_index:
+            labels[r] = -1
+        elif 0 <= target[r] < n_classes:
+            labels[r] = target[r]
+            counted += 1
+        else:
+            return -1
+    return counted
+
+
+cdef bint is_label_array(object target, cnp.ndarray logits) noexcept:
+    """`target` is exactly an ndarray of int32 or int64 in native byte order, C-contiguous
+    and aligned, of the shape of `logits` without its last axis."""
+    cdef cnp.ndarray arr
+    cdef Py_ssize_t ndim = cnp.PyArray_NDIM(logits)
+    if type(target) is not cnp.ndarray:
+        return False
+    arr = <cnp.ndarray>target
+    if not (cnp.PyArray_ISSIGNED(arr)   # a signed integer type
+            and (cnp.PyArray_ITEMSIZE(arr) == 4 or cnp.PyArray_ITEMSIZE(arr) == 8)
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_NDIM(arr) == ndim - 1):
+        return False
+    return memcmp(cnp.PyArray_DIMS(arr), cnp.PyArray_DIMS(logits),
+                  (ndim - 1) * sizeof(cnp.npy_intp)) == 0
+
+
+cdef void run_index_rows(int type_num, const void* x, const Py_ssize_t* labels,
+                         double smoothing, double beta, double grad_scale, double* loss,
+                         void* grad, Py_ssize_t rows, Py_ssize_t n, int n_threads) noexcept:
+    """index_rows_kernel on float32 or float64 logits, without the GIL."""
+    with nogil:
+        if type_num == cnp.NPY_FLOAT:
+            index_rows_kernel(<const float*>x, labels, NULL, smoothing, beta, grad_scale, loss,
+                              <float*>grad, rows, n, n_threads)
+        else:
+            index_rows_kernel(<const double*>x, labels, NULL, smoothing, beta, grad_scale, loss,
+                              <double*>grad, rows, n, n_threads)
+
+
+def cross_entropy_fast(logits, target, axis, ignore_index, reduction, label_smoothing, beta,
+                       n_threads, bint want_grad):
+    """(per-row losses as a float64 vector, "mean" normaliser, gradient or None) of a call of
+    the cross-entropy family with class-index targets, or None when the fast path does not
+    take it.  Beyond the conditions of _fastpath.pxd (weight and out are None, checked by
+    the caller): target an int32/int64 ndarray (is_label_array), ignore_index an int,
+    reduction one of the three, label_smoothing a float in [0, 1], every label valid, and
+    something counted for "mean".  Same kernel, same threads: bitwise the general path."""
+    cdef int type_num = plain_float_type(logits)
+    if type_num < 0:
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray>logits
+    cdef Py_ssize_t ndim = cnp.PyArray_NDIM(x)
+    cdef double beta_value, smoothing
+    cdef long long ignore
+    if not (exact_finite_float(beta, &beta_value) and is_thread_count(n_threads)
+            and is_last_axis(axis, ndim) and is_label_array(target, x)
+            and exact_int(ignore_index, &ignore)
+            and exact_finite_float(label_smoothing, &smoothing) and 0.0 <= smoothing <= 1.0
+            and type(reduction) is str and reduction in ("mean", "sum", "none")):
+        return None
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(x)[ndim - 1], rows = cnp.PyArray_SIZE(x) // n
+    cdef Py_ssize_t counted
+    cdef double normaliser
+    cdef cnp.npy_intp loss_shape = rows
+    cdef cnp.ndarray row_losses
+    cdef object grad = None
+    cdef Py_ssize_t* labels = <Py_ssize_t*>malloc(rows * sizeof(Py_ssize_t))
+    if labels == NULL:
+        return None   # the general path allocates with NumPy (and raises MemoryError)
+    try:
+        if cnp.PyArray_ITEMSIZE(<cnp.ndarray>target) == 4:
+            counted = checked_labels(<const int32_t*>cnp.PyArray_DATA(<cnp.ndarray>target),
+                                     rows, n, ignore, labels)
+        else:
+            counted = checked_labels(<const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>target),
+                                     rows, n, ignore, labels)
+        if counted < 0 or (counted == 0 and reduction == "mean"):
+            return None   # the general path's IndexError, or its 0.0 when nothing counts
+        normaliser = <double>counted
+        row_losses = cnp.PyArray_EMPTY(1, &loss_shape, cnp.NPY_DOUBLE, 0)
+        if want_grad:
+            grad = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(x), type_num, 0)
+        run_index_rows(type_num, cnp.PyArray_DATA(x), labels, smoothing, beta_value,
+                       1.0 / normaliser if reduction == "mean" else 1.0,
+                       <double*>cnp.PyArray_DATA(row_losses),
+                       NULL if grad is None else cnp.PyArray_DATA(<cnp.ndarray>grad), rows, n,
+                       kernel_threads(n_threads, rows, n))
+        return row_losses, normaliser, grad
+    finally:
+        free(labels)

@@ -8,6 +8,11 @@
 static inline int omp_get_max_threads(void) { return 1; }
 #endif
 
+/* Below this many elements a call runs on one thread (see MIN_PARALLEL_ELEMENTS in
+ * _arrays.py, which takes it from here): defined in C so that the compiled fast path
+ * (_fastpath.pxd) and the Python layer use one number. */
+#define SOFTMAXC_MIN_PARALLEL_ELEMENTS (1 << 15)
+
 /* CPU features at run time (x86 only; elsewhere all report 0). */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 static inline int softmaxc_cpu_has(int which) {

@@ -6,9 +6,11 @@ cdef extern from "_runtime.h":
     int SOFTMAXC_OPENMP
     const char* SOFTMAXC_CFLAGS
     int softmaxc_cpu_has(int which) noexcept nogil
+    enum: SOFTMAXC_MIN_PARALLEL_ELEMENTS
 
 OPENMP_ENABLED = bool(SOFTMAXC_OPENMP)
 COMPILE_FLAGS = SOFTMAXC_CFLAGS.decode()
+MIN_PARALLEL_ELEMENTS = SOFTMAXC_MIN_PARALLEL_ELEMENTS   # see _arrays.MIN_PARALLEL_ELEMENTS
 
 
 def openmp_max_threads():

@@ -3,13 +3,23 @@
 Each kernel takes rows of logits as a C-contiguous (rows, n) memoryview, writes one result
 per row, and runs rows in parallel with the GIL released.  Rows are independent, so the
 result is bitwise identical for every thread count.  Callers guarantee rows > 0, n > 0,
-matching shapes, and `keep` (a uint8 mask of the same shape) or None.
+matching shapes, and `keep` (a uint8 mask of the same shape) or None.  The `*_fast` entries
+at the end take the common call straight from the public functions (see _fastpath.pxd).
 """
 
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
+from softmaxc._fastpath cimport (
+    exact_finite_float,
+    is_last_axis,
+    is_thread_count,
+    kernel_threads,
+    plain_float_type,
+)
 from softmaxc._rowops cimport (
     gather_tile,
     log_softmax_row,
@@ -25,6 +35,8 @@ cdef extern from "_simd.h" nogil:
     void smx_exp_array_f64(const double* x, double* out, Py_ssize_t n) noexcept
 
 import os
+
+cnp.import_array()
 
 # The row loops' path, chosen now (see _simd.h): "avx2+fma" or "portable", with the reason.
 SIMD_PATH = ("portable", "avx2+fma")[smx_simd_init()]
@@ -57,17 +69,59 @@ cdef inline const unsigned char* mask_base(const unsigned char[:, ::1] keep) noe
     return &keep[0, 0]
 
 
+cdef int check_rows(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t out_rows, Py_ssize_t out_n,
+                    const unsigned char[:, ::1] keep) except -1:
+    """The buffers of a rows kernel match x's (rows, n): rows_kernel indexes raw pointers,
+    which no bounds check (not even a SOFTMAXC_DEBUG build's) would catch."""
+    if (out_rows != rows or out_n != n
+            or (keep is not None and (keep.shape[0] != rows or keep.shape[1] != n))):
+        raise ValueError(f"out or keep does not fit x of shape ({rows}, {n})")
+    return 0
+
+
+cdef enum Op:
+    OP_SOFTMAX
+    OP_LOG_SOFTMAX
+    OP_LOGSUMEXP
+
+
+cdef inline void apply_row(Op op, const floating* x, Py_ssize_t n, double beta,
+                           const unsigned char* keep, floating* out) noexcept nogil:
+    """One row: n results to out (softmax, log_softmax; `out` may be `x`) or one (logsumexp)."""
+    if op == OP_SOFTMAX:
+        softmax_row(x, n, beta, keep, out)
+    elif op == OP_LOG_SOFTMAX:
+        log_softmax_row(x, n, beta, keep, out)
+    else:
+        out[0] = <floating>logsumexp_row(x, n, beta, keep)
+
+
+cdef void rows_kernel(Op op, const floating* x, floating* out, Py_ssize_t rows, Py_ssize_t n,
+                      double beta, const unsigned char* keep, int n_threads) noexcept nogil:
+    """Every row of the C-contiguous (rows, n) array at x, in parallel: the batch loop of the
+    general kernels below and of the fast path.  `keep`: a (rows, n) uint8 mask or NULL."""
+    cdef Py_ssize_t r, out_stride = 1 if op == OP_LOGSUMEXP else n
+    if n_threads <= 1:
+        # Not even an inactive parallel region: libgomp sets one up for about 1 us.
+        for r in range(rows):
+            apply_row(op, x + r * n, n, beta, keep if keep == NULL else keep + r * n,
+                      out + r * out_stride)
+        return
+    for r in prange(rows, schedule="static", num_threads=n_threads):
+        apply_row(op, x + r * n, n, beta, keep if keep == NULL else keep + r * n,
+                  out + r * out_stride)
+
+
 def softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
                  floating[:, ::1] out,               # OUT (rows, n)
                  double beta,
                  const unsigned char[:, ::1] keep,   # IN  (rows, n) or None
                  int n_threads):
-    cdef Py_ssize_t r, n = x.shape[1]
+    check_rows(x.shape[0], x.shape[1], out.shape[0], out.shape[1], keep)
     cdef const unsigned char* keep_ptr = mask_base(keep)
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        softmax_row(&x[r, 0], n, beta, NULL if keep_ptr == NULL else keep_ptr + r * n,
-                    &out[r, 0])
+    with nogil:
+        rows_kernel(OP_SOFTMAX, &x[0, 0], &out[0, 0], x.shape[0], x.shape[1], beta, keep_ptr,
+                    n_threads)
 
 
 def log_softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
@@ -75,12 +129,11 @@ def log_softmax_rows(const floating[:, ::1] x,           # IN  (rows, n)
                      double beta,
                      const unsigned char[:, ::1] keep,   # IN  (rows, n) or None
                      int n_threads):
-    cdef Py_ssize_t r, n = x.shape[1]
+    check_rows(x.shape[0], x.shape[1], out.shape[0], out.shape[1], keep)
     cdef const unsigned char* keep_ptr = mask_base(keep)
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        log_softmax_row(&x[r, 0], n, beta, NULL if keep_ptr == NULL else keep_ptr + r * n,
-                        &out[r, 0])
+    with nogil:
+        rows_kernel(OP_LOG_SOFTMAX, &x[0, 0], &out[0, 0], x.shape[0], x.shape[1], beta,
+                    keep_ptr, n_threads)
 
 
 def logsumexp_rows(const floating[:, ::1] x,           # IN  (rows, n)
@@ -88,25 +141,18 @@ def logsumexp_rows(const floating[:, ::1] x,           # IN  (rows, n)
                    double beta,
                    const unsigned char[:, ::1] keep,   # IN  (rows, n) or None
                    int n_threads):
-    cdef Py_ssize_t r, n = x.shape[1]
+    check_rows(x.shape[0], x.shape[1], out.shape[0], x.shape[1], keep)
     cdef const unsigned char* keep_ptr = mask_base(keep)
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        out[r] = <floating>logsumexp_row(&x[r, 0], n, beta,
-                                         NULL if keep_ptr == NULL else keep_ptr + r * n)
+    with nogil:
+        rows_kernel(OP_LOGSUMEXP, &x[0, 0], &out[0], x.shape[0], x.shape[1], beta, keep_ptr,
+                    n_threads)
 
 
 # ---------------------------------------------------------------------------------------
 # Rows along a non-last axis of a C-contiguous (outer, n, inner) array: tiles (_rowops.pxd)
 # ---------------------------------------------------------------------------------------
 
-cdef enum ColumnOp:
-    COLUMN_SOFTMAX
-    COLUMN_LOG_SOFTMAX
-    COLUMN_LOGSUMEXP
-
-
-cdef inline void column_tile(ColumnOp op, const floating* x, Py_ssize_t n, Py_ssize_t stride,
+cdef inline void column_tile(Op op, const floating* x, Py_ssize_t n, Py_ssize_t stride,
                              Py_ssize_t width, double beta, floating* rows,
                              floating* out) noexcept nogil:
     """The rows of one tile: results scattered back to out[c * stride + j] (softmax,
@@ -115,17 +161,15 @@ cdef inline void column_tile(ColumnOp op, const floating* x, Py_ssize_t n, Py_ss
     cdef Py_ssize_t j
     gather_tile(x, n, stride, width, rows)
     for j in range(width):
-        if op == COLUMN_SOFTMAX:
-            softmax_row(rows + j * n, n, beta, NULL, rows + j * n)
-        elif op == COLUMN_LOG_SOFTMAX:
-            log_softmax_row(rows + j * n, n, beta, NULL, rows + j * n)
+        if op == OP_LOGSUMEXP:
+            apply_row(op, rows + j * n, n, beta, NULL, out + j)
         else:
-            out[j] = <floating>logsumexp_row(rows + j * n, n, beta, NULL)
-    if op != COLUMN_LOGSUMEXP:
+            apply_row(op, rows + j * n, n, beta, NULL, rows + j * n)
+    if op != OP_LOGSUMEXP:
         scatter_tile(rows, n, width, out, stride)
 
 
-cdef int column_kernel(ColumnOp op, const floating* x, floating* out, Py_ssize_t outer,
+cdef int column_kernel(Op op, const floating* x, floating* out, Py_ssize_t outer,
                        Py_ssize_t n, Py_ssize_t inner, double beta,
                        int n_threads) noexcept nogil:
     """Every tile of every outer index, in parallel; 0 on success, -1 if out of memory."""
@@ -143,7 +187,7 @@ cdef int column_kernel(ColumnOp op, const floating* x, floating* out, Py_ssize_t
                 o = t // tiles_per_outer
                 j0 = (t % tiles_per_outer) * width
                 w = min(width, inner - j0)
-                if op == COLUMN_LOGSUMEXP:
+                if op == OP_LOGSUMEXP:
                     column_tile(op, x + o * n * inner + j0, n, inner, w, beta, rows,
                                 out + o * inner + j0)
                 else:
@@ -153,7 +197,7 @@ cdef int column_kernel(ColumnOp op, const floating* x, floating* out, Py_ssize_t
     return -1 if failed else 0
 
 
-cdef run_columns(ColumnOp op, const floating* x, floating* out, Py_ssize_t outer,
+cdef run_columns(Op op, const floating* x, floating* out, Py_ssize_t outer,
                  Py_ssize_t n, Py_ssize_t inner, double beta, int n_threads):
     cdef int status
     with nogil:
@@ -166,7 +210,7 @@ def softmax_columns(const floating[:, :, ::1] x,    # IN  (outer, n, inner)
                     floating[:, :, ::1] out,        # OUT (outer, n, inner), may be x
                     double beta,
                     int n_threads):
-    run_columns(COLUMN_SOFTMAX, &x[0, 0, 0], &out[0, 0, 0], x.shape[0], x.shape[1],
+    run_columns(OP_SOFTMAX, &x[0, 0, 0], &out[0, 0, 0], x.shape[0], x.shape[1],
                 x.shape[2], beta, n_threads)
 
 
@@ -174,7 +218,7 @@ def log_softmax_columns(const floating[:, :, ::1] x,    # IN  (outer, n, inner)
                         floating[:, :, ::1] out,        # OUT (outer, n, inner), may be x
                         double beta,
                         int n_threads):
-    run_columns(COLUMN_LOG_SOFTMAX, &x[0, 0, 0], &out[0, 0, 0], x.shape[0], x.shape[1],
+    run_columns(OP_LOG_SOFTMAX, &x[0, 0, 0], &out[0, 0, 0], x.shape[0], x.shape[1],
                 x.shape[2], beta, n_threads)
 
 
@@ -182,5 +226,65 @@ def logsumexp_columns(const floating[:, :, ::1] x,    # IN  (outer, n, inner)
                       floating[:, ::1] out,           # OUT (outer, inner)
                       double beta,
                       int n_threads):
-    run_columns(COLUMN_LOGSUMEXP, &x[0, 0, 0], &out[0, 0], x.shape[0], x.shape[1],
+    run_columns(OP_LOGSUMEXP, &x[0, 0, 0], &out[0, 0], x.shape[0], x.shape[1],
                 x.shape[2], beta, n_threads)
+
+
+# ---------------------------------------------------------------------------------------
+# Fast path: the common call validated and allocated in C (see _fastpath.pxd)
+# ---------------------------------------------------------------------------------------
+
+cdef object rows_fast(Op op, object x, object axis, object beta, object n_threads,
+                      bint keepdims):
+    """The result of `op` on x along its last axis through rows_kernel, or None when the
+    fast path does not take the call.  Same kernel, same threads: bitwise the general path."""
+    cdef int type_num = plain_float_type(x)
+    if type_num < 0:
+        return None
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef Py_ssize_t ndim = cnp.PyArray_NDIM(arr)
+    cdef double beta_value
+    if not (exact_finite_float(beta, &beta_value) and is_thread_count(n_threads)
+            and is_last_axis(axis, ndim)):
+        return None
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(arr)
+    cdef Py_ssize_t n = dims[ndim - 1], rows = cnp.PyArray_SIZE(arr) // n
+    cdef cnp.npy_intp reduced_dims[cnp.NPY_MAXDIMS]   # logsumexp with keepdims: last is 1
+    cdef cnp.ndarray result
+    if op != OP_LOGSUMEXP:
+        result = cnp.PyArray_EMPTY(ndim, dims, type_num, 0)
+    elif keepdims:
+        memcpy(reduced_dims, dims, (ndim - 1) * sizeof(cnp.npy_intp))
+        reduced_dims[ndim - 1] = 1
+        result = cnp.PyArray_EMPTY(ndim, reduced_dims, type_num, 0)
+    else:
+        result = cnp.PyArray_EMPTY(ndim - 1, dims, type_num, 0)   # 0-d for 1-d x
+    cdef int threads = kernel_threads(n_threads, rows, n)
+    cdef void* data = cnp.PyArray_DATA(arr)
+    cdef void* out = cnp.PyArray_DATA(result)
+    with nogil:
+        if type_num == cnp.NPY_FLOAT:
+            rows_kernel(op, <const float*>data, <float*>out, rows, n, beta_value, NULL, threads)
+        else:
+            rows_kernel(op, <const double*>data, <double*>out, rows, n, beta_value, NULL,
+                        threads)
+    return result
+
+
+def softmax_fast(x, axis, beta, n_threads):
+    """softmax(x, axis, beta=beta, n_threads=n_threads) if the fast path takes it, else None."""
+    return rows_fast(OP_SOFTMAX, x, axis, beta, n_threads, False)
+
+
+def log_softmax_fast(x, axis, beta, n_threads):
+    """log_softmax(x, axis, beta=beta, n_threads=n_threads) if the fast path takes it, else
+    None."""
+    return rows_fast(OP_LOG_SOFTMAX, x, axis, beta, n_threads, False)
+
+
+def logsumexp_fast(x, axis, beta, keepdims, n_threads):
+    """logsumexp(x, axis, beta=beta, keepdims=keepdims, n_threads=n_threads) if the fast path
+    takes it (keepdims a bool), else None."""
+    if keepdims is not False and keepdims is not True:
+        return None
+    return rows_fast(OP_LOGSUMEXP, x, axis, beta, n_threads, keepdims)
