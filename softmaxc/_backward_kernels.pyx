@@ -17,7 +17,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expf, INFINITY
 
-from softmaxc._rowops cimport PAIRWISE_BLOCK, pairwise_split
+from softmaxc._rowops cimport PAIRWISE_BLOCK, pairwise_split, rows_per_chunk
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,8 +175,8 @@ def softmax_backward_rows(const floating[:, ::1] grad,    # IN  (rows, n)
                           double beta,
                           int n_threads):
     cdef Py_ssize_t r, n = grad.shape[1]
-    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
+    for r in prange(grad.shape[0], nogil=True, schedule="dynamic", chunksize=rows_per_chunk(n),
+                    num_threads=n_threads, use_threads_if=n_threads > 1):
         softmax_backward_row(&grad[r, 0], &probs[r, 0], n, beta, &out[r, 0])
 
 
@@ -186,8 +186,8 @@ def log_softmax_backward_rows(const floating[:, ::1] grad,        # IN  (rows, n
                               double beta,
                               int n_threads):
     cdef Py_ssize_t r, n = grad.shape[1]
-    for r in prange(grad.shape[0], nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
+    for r in prange(grad.shape[0], nogil=True, schedule="dynamic", chunksize=rows_per_chunk(n),
+                    num_threads=n_threads, use_threads_if=n_threads > 1):
         log_softmax_backward_row(&grad[r, 0], &log_probs[r, 0], n, beta, &out[r, 0])
 
 
@@ -196,6 +196,7 @@ def softmax_jacobian_rows(const floating[:, ::1] probs,   # IN  (rows, n)
                           double beta,
                           int n_threads):
     cdef Py_ssize_t r, n = probs.shape[1]
-    for r in prange(probs.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+    for r in prange(probs.shape[0], nogil=True, schedule="dynamic",
+                    chunksize=rows_per_chunk(n * n), num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         softmax_jacobian_row(&probs[r, 0], n, beta, &out[r, 0, 0])

@@ -56,6 +56,7 @@ from softmaxc._rowops cimport (
     multiply_row,
     pairwise_split,
     row_reference,
+    rows_per_chunk,
     scale_row,
     scatter_tile,
     shifted_logit,
@@ -261,7 +262,8 @@ cdef void index_rows_kernel(const floating* x, const Py_ssize_t* labels, const d
             loss[r] = index_row(x + r * n, n, beta, labels[r], weight, keep, smooth, grad_factor,
                                 grad if grad == NULL else grad + r * n)
         return
-    for r in prange(rows, schedule="static", num_threads=n_threads):
+    for r in prange(rows, schedule="dynamic", chunksize=rows_per_chunk(n),
+                    num_threads=n_threads):
         loss[r] = index_row(x + r * n, n, beta, labels[r], weight, keep, smooth, grad_factor,
                             grad if grad == NULL else grad + r * n)
 
@@ -307,8 +309,8 @@ def cross_entropy_prob_rows(const floating[:, ::1] x,         # IN  (rows, C) lo
     cdef double grad_factor = beta * grad_scale
     if grad is not None:
         grad_ptr = &grad[0, 0]
-    for r in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
+    for r in prange(x.shape[0], nogil=True, schedule="dynamic", chunksize=rows_per_chunk(n),
+                    num_threads=n_threads, use_threads_if=n_threads > 1):
         loss[r] = cross_entropy_row(&x[r, 0], n, beta, 0, &probs[r, 0], weight_ptr, keep,
                                     smooth, grad_factor,
                                     NULL if grad_ptr == NULL else grad_ptr + r * n)
@@ -328,7 +330,7 @@ cdef int index_columns_kernel(const floating* x, const Py_ssize_t* labels, const
     cdef int failed = 0
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         rows = <floating*>malloc(width * n * sizeof(floating))
-        for t in prange(outer * tiles_per_outer, schedule="static"):
+        for t in prange(outer * tiles_per_outer, schedule="dynamic"):   # see rows_per_chunk
             if rows == NULL:
                 failed += 1   # a reduction: any thread without a buffer
             else:

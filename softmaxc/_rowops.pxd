@@ -87,6 +87,22 @@ cdef inline void scale_row(const floating* src, floating* out, Py_ssize_t n, dou
         smx_scale_f64(src, out, n, a, b)
 
 
+cdef enum:
+    # Rows are handed to threads in chunks of about this many elements (a few us of work).
+    CHUNK_ELEMENTS = 1 << 13
+
+
+cdef inline Py_ssize_t rows_per_chunk(Py_ssize_t n) noexcept nogil:
+    """The chunk size, in rows of n elements, of the batch loops' dynamic schedule.
+
+    A thread that slept between parallel regions (OMP_WAIT_POLICY=PASSIVE, or a busy
+    machine) can join tens of microseconds late.  With a static split the others wait for
+    its share; with chunks taken on demand they do it meanwhile.  One atomic operation per
+    chunk of CHUNK_ELEMENTS costs well under 1%, and rows are independent, so results do not
+    depend on who computes which row."""
+    return max(1, CHUNK_ELEMENTS // max(n, 1))
+
+
 cdef inline void multiply_row(floating* out, Py_ssize_t n, double factor) noexcept nogil:
     """out[i] *= factor: float32 rows in float lanes (factor rounded to float: within 1 ULP,
     which the softmax bounds allow), float64 rows in double (0.5 ULP)."""

@@ -24,6 +24,7 @@ from softmaxc._rowops cimport (
     gather_tile,
     log_softmax_row,
     logsumexp_row,
+    rows_per_chunk,
     scatter_tile,
     smx_simd_init,
     softmax_row,
@@ -107,7 +108,8 @@ cdef void rows_kernel(Op op, const floating* x, floating* out, Py_ssize_t rows, 
             apply_row(op, x + r * n, n, beta, keep if keep == NULL else keep + r * n,
                       out + r * out_stride)
         return
-    for r in prange(rows, schedule="static", num_threads=n_threads):
+    for r in prange(rows, schedule="dynamic", chunksize=rows_per_chunk(n),
+                    num_threads=n_threads):
         apply_row(op, x + r * n, n, beta, keep if keep == NULL else keep + r * n,
                   out + r * out_stride)
 
@@ -180,7 +182,7 @@ cdef int column_kernel(Op op, const floating* x, floating* out, Py_ssize_t outer
     cdef int failed = 0
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         rows = <floating*>malloc(width * n * sizeof(floating))
-        for t in prange(outer * tiles_per_outer, schedule="static"):
+        for t in prange(outer * tiles_per_outer, schedule="dynamic"):   # see rows_per_chunk
             if rows == NULL:
                 failed += 1   # a reduction: any thread without a buffer
             else:
