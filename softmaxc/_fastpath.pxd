@@ -12,7 +12,8 @@
 #     path would hand to the kernels as a view, unconverted;
 #   - the class axis is the last one, given as an int (-1 or ndim - 1);
 #   - beta is a finite Python float, n_threads None or a positive Python int;
-#   - no where= and no out= (the Python function checks these before calling).
+#   - no where= (the Python function checks it before calling); for the softmax family,
+#     out= None or an array the kernels can write as it is (is_plain_output).
 #
 # It then calls the same batch loop, over the same row functions, as the general path, with
 # the same thread count, so the results are bitwise those of the general path.  Nothing else
@@ -25,6 +26,7 @@
 cimport numpy as cnp
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.math cimport isfinite
+from libc.string cimport memcmp
 
 cdef extern from "_runtime.h":
     enum: MIN_PARALLEL_ELEMENTS "SOFTMAXC_MIN_PARALLEL_ELEMENTS"
@@ -47,6 +49,33 @@ cdef inline int plain_float_type(object x) noexcept:
     if cnp.PyArray_NDIM(arr) == 0 or cnp.PyArray_SIZE(arr) == 0:
         return -1
     return type_num
+
+
+cdef inline bint is_plain_output(object out, int type_num, int ndim,
+                                 const cnp.npy_intp* dims, cnp.ndarray x,
+                                 bint may_be_x) noexcept:
+    """Whether the kernels may write `out` as it is: exactly an ndarray of type_num and
+    shape dims, C-contiguous, aligned, native, writeable, and either x itself (when
+    may_be_x: same shape and layout, the in-place case the row kernels support) or not
+    overlapping x at all.  Anything else (e.g. a view partly over x) takes the general
+    path, which writes through a buffer."""
+    cdef cnp.ndarray arr
+    cdef char* start
+    cdef char* x_start
+    if type(out) is not cnp.ndarray:
+        return False
+    arr = <cnp.ndarray>out
+    if not (cnp.PyArray_TYPE(arr) == type_num and cnp.PyArray_NDIM(arr) == ndim
+            and memcmp(cnp.PyArray_DIMS(arr), dims, ndim * sizeof(cnp.npy_intp)) == 0
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISWRITEABLE(arr)):
+        return False
+    start = <char*>cnp.PyArray_DATA(arr)
+    x_start = <char*>cnp.PyArray_DATA(x)
+    if may_be_x and start == x_start:
+        return True
+    return (start + cnp.PyArray_NBYTES(arr) <= x_start
+            or x_start + cnp.PyArray_NBYTES(x) <= start)
 
 
 cdef inline bint exact_int(object value, long long* result) noexcept:

@@ -8,9 +8,9 @@
 #      released; one call per public operation.
 #   3. the Python modules (`_softmax.py`, ...): validate, convert, allocate, document.
 #      Their common call (a float32/float64 C-contiguous ndarray, classes along the last
-#      axis, no where= or out=) is validated and allocated in C instead, by the `*_fast`
-#      entries of the kernel modules (see _fastpath.pxd), which run the same batch loops
-#      and decline every other call to the general path.
+#      axis, no where=, no out= or a plain one) is validated and allocated in C instead,
+#      by the `*_fast` entries of the kernel modules (see _fastpath.pxd), which run the
+#      same batch loops and decline every other call to the general path.
 #
 # Numerics common to every function here.  The documents define softmax on z = beta * x.
 # We never form beta * x_i and then subtract the maximum: that rounds z_i relative to

@@ -86,8 +86,8 @@ def softmax(x, axis=-1, *, beta=1.0, where=None, out=None, n_threads=None):
     >>> softmaxc.softmax([1.0, 2.0, 3.0], beta=0.0)
     array([0.33333333, 0.33333333, 0.33333333])
     """
-    if where is None and out is None:   # the common call: checked in C (_fastpath.pxd)
-        result = kernels.softmax_fast(x, axis, beta, n_threads)
+    if where is None:   # the common call: checked in C (_fastpath.pxd)
+        result = kernels.softmax_fast(x, axis, beta, n_threads, out)
         if result is not None:
             return result
     return _rowwise(kernels.softmax_rows, kernels.softmax_columns, x, axis, beta, where, out,
@@ -133,8 +133,8 @@ def log_softmax(x, axis=-1, *, beta=1.0, where=None, out=None, n_threads=None):
     >>> softmaxc.log_softmax([0.0, 50.0])
     array([-5.00000000e+01, -1.92874985e-22])
     """
-    if where is None and out is None:   # the common call: checked in C (_fastpath.pxd)
-        result = kernels.log_softmax_fast(x, axis, beta, n_threads)
+    if where is None:   # the common call: checked in C (_fastpath.pxd)
+        result = kernels.log_softmax_fast(x, axis, beta, n_threads, out)
         if result is not None:
             return result
     return _rowwise(kernels.log_softmax_rows, kernels.log_softmax_columns, x, axis, beta, where,
@@ -177,8 +177,8 @@ def logsumexp(x, axis=-1, *, beta=1.0, keepdims=False, where=None, out=None, n_t
     >>> float(softmaxc.logsumexp([1000.0, 1000.0]))
     1000.6931471805599
     """
-    if where is None and out is None:   # the common call: checked in C (_fastpath.pxd)
-        result = kernels.logsumexp_fast(x, axis, beta, keepdims, n_threads)
+    if where is None:   # the common call: checked in C (_fastpath.pxd)
+        result = kernels.logsumexp_fast(x, axis, beta, keepdims, n_threads, out)
         if result is not None:
             return result
     arr = _arrays.as_real_array(x)

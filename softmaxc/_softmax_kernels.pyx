@@ -16,6 +16,7 @@ from libc.string cimport memcpy
 from softmaxc._fastpath cimport (
     exact_finite_float,
     is_last_axis,
+    is_plain_output,
     is_thread_count,
     kernel_threads,
     plain_float_type,
@@ -237,9 +238,10 @@ def logsumexp_columns(const floating[:, :, ::1] x,    # IN  (outer, n, inner)
 # ---------------------------------------------------------------------------------------
 
 cdef object rows_fast(Op op, object x, object axis, object beta, object n_threads,
-                      bint keepdims):
-    """The result of `op` on x along its last axis through rows_kernel, or None when the
-    fast path does not take the call.  Same kernel, same threads: bitwise the general path."""
+                      bint keepdims, object out):
+    """The result of `op` on x along its last axis through rows_kernel (written to `out`
+    when it is not None), or None when the fast path does not take the call.  Same kernel,
+    same threads: bitwise the general path."""
     cdef int type_num = plain_float_type(x)
     if type_num < 0:
         return None
@@ -252,41 +254,50 @@ cdef object rows_fast(Op op, object x, object axis, object beta, object n_thread
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(arr)
     cdef Py_ssize_t n = dims[ndim - 1], rows = cnp.PyArray_SIZE(arr) // n
     cdef cnp.npy_intp reduced_dims[cnp.NPY_MAXDIMS]   # logsumexp with keepdims: last is 1
+    cdef int result_ndim = ndim
+    cdef cnp.npy_intp* result_dims = dims
     cdef cnp.ndarray result
-    if op != OP_LOGSUMEXP:
-        result = cnp.PyArray_EMPTY(ndim, dims, type_num, 0)
-    elif keepdims:
-        memcpy(reduced_dims, dims, (ndim - 1) * sizeof(cnp.npy_intp))
-        reduced_dims[ndim - 1] = 1
-        result = cnp.PyArray_EMPTY(ndim, reduced_dims, type_num, 0)
+    if op == OP_LOGSUMEXP:
+        if keepdims:
+            memcpy(reduced_dims, dims, (ndim - 1) * sizeof(cnp.npy_intp))
+            reduced_dims[ndim - 1] = 1
+            result_dims = reduced_dims
+        else:
+            result_ndim = ndim - 1   # 0-d for 1-d x
+    if out is None:
+        result = cnp.PyArray_EMPTY(result_ndim, result_dims, type_num, 0)
+    elif is_plain_output(out, type_num, result_ndim, result_dims, arr, op != OP_LOGSUMEXP):
+        result = <cnp.ndarray>out
     else:
-        result = cnp.PyArray_EMPTY(ndim - 1, dims, type_num, 0)   # 0-d for 1-d x
+        return None
     cdef int threads = kernel_threads(n_threads, rows, n)
     cdef void* data = cnp.PyArray_DATA(arr)
-    cdef void* out = cnp.PyArray_DATA(result)
+    cdef void* result_data = cnp.PyArray_DATA(result)
     with nogil:
         if type_num == cnp.NPY_FLOAT:
-            rows_kernel(op, <const float*>data, <float*>out, rows, n, beta_value, NULL, threads)
-        else:
-            rows_kernel(op, <const double*>data, <double*>out, rows, n, beta_value, NULL,
+            rows_kernel(op, <const float*>data, <float*>result_data, rows, n, beta_value, NULL,
                         threads)
+        else:
+            rows_kernel(op, <const double*>data, <double*>result_data, rows, n, beta_value,
+                        NULL, threads)
     return result
 
 
-def softmax_fast(x, axis, beta, n_threads):
-    """softmax(x, axis, beta=beta, n_threads=n_threads) if the fast path takes it, else None."""
-    return rows_fast(OP_SOFTMAX, x, axis, beta, n_threads, False)
+def softmax_fast(x, axis, beta, n_threads, out=None):
+    """softmax(x, axis, beta=beta, out=out, n_threads=n_threads) if the fast path takes it,
+    else None."""
+    return rows_fast(OP_SOFTMAX, x, axis, beta, n_threads, False, out)
 
 
-def log_softmax_fast(x, axis, beta, n_threads):
-    """log_softmax(x, axis, beta=beta, n_threads=n_threads) if the fast path takes it, else
-    None."""
-    return rows_fast(OP_LOG_SOFTMAX, x, axis, beta, n_threads, False)
+def log_softmax_fast(x, axis, beta, n_threads, out=None):
+    """log_softmax(x, axis, beta=beta, out=out, n_threads=n_threads) if the fast path takes
+    it, else None."""
+    return rows_fast(OP_LOG_SOFTMAX, x, axis, beta, n_threads, False, out)
 
 
-def logsumexp_fast(x, axis, beta, keepdims, n_threads):
-    """logsumexp(x, axis, beta=beta, keepdims=keepdims, n_threads=n_threads) if the fast path
-    takes it (keepdims a bool), else None."""
+def logsumexp_fast(x, axis, beta, keepdims, n_threads, out=None):
+    """logsumexp(x, axis, beta=beta, keepdims=keepdims, out=out, n_threads=n_threads) if the
+    fast path takes it (keepdims a bool), else None."""
     if keepdims is not False and keepdims is not True:
         return None
-    return rows_fast(OP_LOGSUMEXP, x, axis, beta, n_threads, keepdims)
+    return rows_fast(OP_LOGSUMEXP, x, axis, beta, n_threads, keepdims, out)

@@ -125,6 +125,74 @@ def test_logsumexp_keepdims_and_axis_spelling(keepdims, shape, rng, monkeypatch)
         assert_bitwise_equal(softmaxc.logsumexp(x, axis, keepdims=keepdims), expected)
 
 
+def result_shape(function, shape, keepdims=False):
+    if function != "logsumexp":
+        return shape
+    return shape[:-1] + (1,) if keepdims else shape[:-1]
+
+
+@pytest.mark.parametrize("function", list(SOFTMAX_ENTRIES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1000,), (7, 33), (3, 4, 129)], ids=str)
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_out_is_written_by_the_fast_path_bitwise(function, dtype, shape, keepdims, rng,
+                                                 monkeypatch):
+    if keepdims and function != "logsumexp":
+        pytest.skip("keepdims is logsumexp's")
+    extra = dict(keepdims=keepdims) if function == "logsumexp" else {}
+    x = (3.0 * rng.standard_normal(shape)).astype(dtype)
+    x_before = x.copy()
+    expected = general_result(monkeypatch, function, x, beta=0.5, **extra)
+    out = np.full(result_shape(function, shape, keepdims), np.nan, dtype)
+    with monkeypatch.context() as patch:
+        patch.setattr(_arrays, "as_real_array", lambda *a, **k: pytest.fail("general path"))
+        assert getattr(softmaxc, function)(x, beta=0.5, out=out, **extra) is out
+    assert_bitwise_equal(out, expected)
+    assert_bitwise_equal(x, x_before)
+
+
+@pytest.mark.parametrize("function", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_is_x_in_place_on_the_fast_path(function, dtype, rng, monkeypatch):
+    x = (3.0 * rng.standard_normal((9, 100))).astype(dtype)
+    expected = general_result(monkeypatch, function, x)
+    with monkeypatch.context() as patch:
+        patch.setattr(_arrays, "as_real_array", lambda *a, **k: pytest.fail("general path"))
+        assert getattr(softmaxc, function)(x, out=x) is x
+    assert_bitwise_equal(x, expected)
+
+
+@pytest.mark.parametrize("function", list(SOFTMAX_ENTRIES))
+@pytest.mark.parametrize("shift", [1, 10, 59, -1, -5])
+def test_out_overlapping_the_input_takes_the_general_path(function, shift, monkeypatch,
+                                                          general_calls):
+    # out is a view of the same buffer, moved by `shift` elements (partly over x, or for
+    # logsumexp inside it): the kernels may not write it directly; the general path writes
+    # through a buffer and gives the same values as with a separate out.
+    n_out = 60 if function != "logsumexp" else 6
+    memory = np.linspace(-3.0, 3.0, 200)
+    x = memory[70:130].reshape(6, 10)
+    out = memory[70 + shift: 70 + shift + n_out].reshape(result_shape(function, (6, 10)))
+    expected = general_result(monkeypatch, function, x.copy())
+    general_calls.clear()
+    assert getattr(softmaxc, function)(x, out=out) is out
+    assert general_calls, "the general path did not run"
+    assert_bitwise_equal(out, expected)
+
+
+def test_logsumexp_out_is_never_the_input(monkeypatch, general_calls):
+    # Same address as x but a reduced shape: x's first row would be overwritten while it
+    # is being read; the fast path declines it.
+    memory = np.linspace(-3.0, 3.0, 60)
+    x = memory.reshape(6, 10)
+    out = memory[:6]
+    expected = general_result(monkeypatch, "logsumexp", x.copy())
+    general_calls.clear()
+    softmaxc.logsumexp(x, out=out)
+    assert general_calls, "the general path did not run"
+    assert_bitwise_equal(out, expected)
+
+
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("function", list(SOFTMAX_ENTRIES))
 def test_large_inputs_use_the_general_thread_choice(function, n_threads, rng, monkeypatch):
@@ -229,7 +297,11 @@ DECLINED_OPTIONS = {
     "n_threads=True": dict(n_threads=True, error=TypeError),
     "n_threads=huge": dict(n_threads=2**80),
     "where": dict(where=np.ones(10, bool)),
-    "out": dict(out=np.empty((6, 10))),
+    "out=float32": dict(out=np.empty((6, 10), np.float32), error=ValueError),
+    "out=fortran": dict(out=np.empty((6, 10), order="F")),
+    "out=read-only": dict(out=np.zeros((6, 10)), read_only=True, error=ValueError),
+    "out=list": dict(out=[[0.0] * 10] * 6, error=TypeError),
+    "out=subclass": dict(out=np.empty((6, 10)).view(np.ma.MaskedArray)),
 }
 
 
@@ -238,6 +310,9 @@ DECLINED_OPTIONS = {
 def test_declined_options_take_the_general_path(function, case, general_calls):
     options = dict(DECLINED_OPTIONS[case])
     error = options.pop("error", None)
+    if options.pop("read_only", False):
+        options["out"] = options["out"].copy()
+        options["out"].flags.writeable = False
     if error is None:
         getattr(softmaxc, function)(BASE, **options)
     else:
