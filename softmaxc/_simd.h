@@ -12,8 +12,8 @@
  * scaling by 2^k built from the exponent bits; arguments beyond the range are clamped (NaN
  * passes through the clamps), so overflow gives +inf, underflow 0 or a correctly scaled
  * subnormal (two scaling steps).  Measured by scripts/validate_exp.py:
- *   - float64 kernels: a fitted degree-11 polynomial (approximation error below 0.26 ULP), <= 1.02 ULP
- *     (AVX2) / 1.29 ULP (portable) over a dense sample of the whole range;
+ *   - float64 kernels: a fitted degree-11 polynomial (approximation error below 0.26
+ *     ULP), <= 1.02 ULP (AVX2) / 1.29 ULP (portable) over a dense sample of the range;
  *   - float32 kernels with beta != 1, and the portable path: the same in double from the
  *     exact double difference of the float32 inputs, Taylor degree 7 (0.09 ULP of float32),
  *     rounded once to float32: <= 0.59 ULP over every float32;
