@@ -116,9 +116,9 @@ def _labels_for_kernel(target, n_classes, ignore_index):
 def _cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
                    beta, n_threads, want_grad, out):
     """(loss, gradient or None): validation, one kernel call, reduction."""
-    if weight is None and out is None:   # the common call: checked in C (_fastpath.pxd)
+    if weight is None:   # the common call: checked in C (_fastpath.pxd)
         fast = kernels.cross_entropy_fast(logits, target, axis, ignore_index, reduction,
-                                          label_smoothing, beta, n_threads, want_grad)
+                                          label_smoothing, beta, n_threads, want_grad, out)
         if fast is not None:
             row_losses, normaliser, grad = fast
             return _reduce(row_losses, reduction, normaliser, logits.dtype,

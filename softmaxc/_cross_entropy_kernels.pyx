@@ -43,6 +43,7 @@ from softmaxc._fastpath cimport (
     exact_finite_float,
     exact_int,
     is_last_axis,
+    is_plain_output,
     is_thread_count,
     kernel_threads,
     plain_float_type,
@@ -431,13 +432,15 @@ cdef void run_index_rows(int type_num, const void* x, const Py_ssize_t* labels,
 
 
 def cross_entropy_fast(logits, target, axis, ignore_index, reduction, label_smoothing, beta,
-                       n_threads, bint want_grad):
+                       n_threads, bint want_grad, out=None):
     """(per-row losses as a float64 vector, "mean" normaliser, gradient or None) of a call of
     the cross-entropy family with class-index targets, or None when the fast path does not
-    take it.  Beyond the conditions of _fastpath.pxd (weight and out are None, checked by
-    the caller): target an int32/int64 ndarray (is_label_array), ignore_index an int,
-    reduction one of the three, label_smoothing a float in [0, 1], every label valid, and
-    something counted for "mean".  Same kernel, same threads: bitwise the general path."""
+    take it.  Beyond the conditions of _fastpath.pxd (weight is None, checked by the
+    caller): target an int32/int64 ndarray (is_label_array), ignore_index an int,
+    reduction one of the three, label_smoothing a float in [0, 1], every label valid,
+    something counted for "mean", and `out` (the gradient's, with want_grad) None or a
+    plain array: the logits themselves or not overlapping them (is_plain_output).  Same
+    kernel, same threads: bitwise the general path."""
     cdef int type_num = plain_float_type(logits)
     if type_num < 0:
         return None
@@ -450,6 +453,9 @@ def cross_entropy_fast(logits, target, axis, ignore_index, reduction, label_smoo
             and exact_int(ignore_index, &ignore)
             and exact_finite_float(label_smoothing, &smoothing) and 0.0 <= smoothing <= 1.0
             and type(reduction) is str and reduction in ("mean", "sum", "none")):
+        return None
+    if out is not None and not (want_grad and is_plain_output(out, type_num, ndim,
+                                                              cnp.PyArray_DIMS(x), x, True)):
         return None
     cdef Py_ssize_t n = cnp.PyArray_DIMS(x)[ndim - 1], rows = cnp.PyArray_SIZE(x) // n
     cdef Py_ssize_t counted
@@ -471,7 +477,9 @@ def cross_entropy_fast(logits, target, axis, ignore_index, reduction, label_smoo
             return None   # the general path's IndexError, or its 0.0 when nothing counts
         normaliser = <double>counted
         row_losses = cnp.PyArray_EMPTY(1, &loss_shape, cnp.NPY_DOUBLE, 0)
-        if want_grad:
+        if out is not None:
+            grad = out
+        elif want_grad:
             grad = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(x), type_num, 0)
         run_index_rows(type_num, cnp.PyArray_DATA(x), labels, smoothing, beta_value,
                        1.0 / normaliser if reduction == "mean" else 1.0,

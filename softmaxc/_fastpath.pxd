@@ -12,8 +12,8 @@
 #     path would hand to the kernels as a view, unconverted;
 #   - the class axis is the last one, given as an int (-1 or ndim - 1);
 #   - beta is a finite Python float, n_threads None or a positive Python int;
-#   - no where= (the Python function checks it before calling); for the softmax family,
-#     out= None or an array the kernels can write as it is (is_plain_output).
+#   - no where= (the Python function checks it before calling); out= None or an array the
+#     kernels can write as it is (is_plain_output).
 #
 # It then calls the same batch loop, over the same row functions, as the general path, with
 # the same thread count, so the results are bitwise those of the general path.  Nothing else

@@ -419,7 +419,9 @@ LABELS = np.array([0, 9, 3, 3, -100, 5])
 CE_DECLINED = {
     # name: (logits, target, options, expected error or None)
     "weight": (LOGITS, LABELS, dict(weight=np.ones(10)), None),
-    "out": (LOGITS, LABELS, dict(out=np.empty((6, 10))), None),
+    "out=fortran": (LOGITS, LABELS, dict(out=np.empty((6, 10), order="F")), None),
+    "out=float32": (LOGITS, LABELS, dict(out=np.empty((6, 10), np.float32)), ValueError),
+    "out=list": (LOGITS, LABELS, dict(out=[[0.0] * 10] * 6), TypeError),
     "smoothing-int": (LOGITS, LABELS, dict(label_smoothing=0), None),
     "smoothing-out-of-range": (LOGITS, LABELS, dict(label_smoothing=1.5), ValueError),
     "smoothing-nan": (LOGITS, LABELS, dict(label_smoothing=float("nan")), ValueError),
@@ -471,6 +473,38 @@ def test_cross_entropy_declined_cases_take_the_general_path(function, case, gene
             getattr(softmaxc, function)(logits, target, **options)
     assert general_calls, "the general path did not run"
     np.testing.assert_array_equal(logits, logits_before)
+
+
+@pytest.mark.parametrize("function", ["cross_entropy_grad", "cross_entropy_with_grad"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_cross_entropy_out_is_written_by_the_fast_path_bitwise(function, dtype, in_place, rng,
+                                                               monkeypatch):
+    x, labels = logits_and_labels(dtype, (7, 33), np.int64, rng, ignore=-100)
+    expected = general_result(monkeypatch, function, x.copy(), labels, label_smoothing=0.1)
+    out = x if in_place else np.full_like(x, np.nan)
+    x_before = x.copy()
+    with monkeypatch.context() as patch:
+        patch.setattr(_arrays, "as_real_array", lambda *a, **k: pytest.fail("general path"))
+        actual = getattr(softmaxc, function)(x, labels, label_smoothing=0.1, out=out)
+    grad = actual[1] if function == "cross_entropy_with_grad" else actual
+    assert grad is out
+    assert_bitwise_equal(actual, expected)
+    if not in_place:
+        assert_bitwise_equal(x, x_before)
+
+
+@pytest.mark.parametrize("shift", [1, 10, 59, -1, -5])
+def test_cross_entropy_out_overlapping_the_logits_takes_the_general_path(shift, monkeypatch,
+                                                                         general_calls):
+    memory = np.linspace(-3.0, 3.0, 200)
+    x = memory[70:130].reshape(6, 10)
+    out = memory[70 + shift: 130 + shift].reshape(6, 10)
+    expected = general_result(monkeypatch, "cross_entropy_grad", x.copy(), LABELS)
+    general_calls.clear()
+    assert softmaxc.cross_entropy_grad(x, LABELS, out=out) is out
+    assert general_calls, "the general path did not run"
+    assert_bitwise_equal(out, expected)
 
 
 @pytest.mark.parametrize("label_dtype", [np.int64, np.int32])
