@@ -64,6 +64,9 @@ from softmaxc._rowops cimport (
     smx_simd_init,
     sum_exp_shifted,
     sum_exp_shifted_compensated,
+    Tile,
+    tile_at,
+    tile_count,
     tile_width,
     TERMS_LOG,
 )
@@ -325,27 +328,26 @@ cdef int index_columns_kernel(const floating* x, const Py_ssize_t* labels, const
     inner) array, in tiles (see _rowops.pxd): row (o, j) is x[o, :, j], its label and loss
     at o * inner + j.  0 on success, -1 if out of memory."""
     cdef Py_ssize_t width = tile_width(n, inner)
-    cdef Py_ssize_t tiles_per_outer = (inner + width - 1) // width
-    cdef Py_ssize_t t, o, j, j0, w, r
+    cdef Py_ssize_t t, j, r
+    cdef Tile tile
     cdef floating* rows
     cdef int failed = 0
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         rows = <floating*>malloc(width * n * sizeof(floating))
-        for t in prange(outer * tiles_per_outer, schedule="dynamic"):   # see rows_per_chunk
+        for t in prange(tile_count(outer, inner, width), schedule="dynamic"):   # rows_per_chunk
             if rows == NULL:
                 failed += 1   # a reduction: any thread without a buffer
             else:
-                o = t // tiles_per_outer
-                j0 = (t % tiles_per_outer) * width
-                w = min(width, inner - j0)
-                gather_tile(x + o * n * inner + j0, n, inner, w, rows)
-                for j in range(w):
-                    r = o * inner + j0 + j
+                tile = tile_at(t, inner, width)
+                gather_tile(x + tile.outer * n * inner + tile.first, n, inner, tile.width, rows)
+                for j in range(tile.width):
+                    r = tile.outer * inner + tile.first + j
                     # the gradient overwrites the gathered row in place
                     loss[r] = index_row(rows + j * n, n, beta, labels[r], weight, keep, smooth,
                                         grad_factor, NULL if grad == NULL else rows + j * n)
                 if grad != NULL:
-                    scatter_tile(rows, n, w, grad + o * n * inner + j0, inner)
+                    scatter_tile(rows, n, tile.width, grad + tile.outer * n * inner + tile.first,
+                                 inner)
         free(rows)
     return -1 if failed else 0
 

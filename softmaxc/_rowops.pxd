@@ -307,6 +307,30 @@ cdef inline Py_ssize_t tile_width(Py_ssize_t n, Py_ssize_t inner) noexcept nogil
     return max(1, min(TILE_ELEMENTS // n, MAX_TILE_WIDTH, inner))
 
 
+cdef struct Tile:
+    Py_ssize_t outer    # o: the outer index
+    Py_ssize_t first    # j0: the tile's first column
+    Py_ssize_t width    # w: its columns (the last tile of a row of columns may be narrower)
+
+
+cdef inline Tile tile_at(Py_ssize_t t, Py_ssize_t inner, Py_ssize_t width) noexcept nogil:
+    """Tile t of an (outer, n, inner) array cut into tiles of `width` columns, counted outer
+    index by outer index: its rows are x[o, :, j0 + j] for j < w, at offset
+    o * n * inner + j0 of the array."""
+    cdef Tile tile
+    cdef Py_ssize_t tiles_per_outer = (inner + width - 1) // width
+    tile.outer = t // tiles_per_outer
+    tile.first = (t % tiles_per_outer) * width
+    tile.width = min(width, inner - tile.first)
+    return tile
+
+
+cdef inline Py_ssize_t tile_count(Py_ssize_t outer, Py_ssize_t inner,
+                                  Py_ssize_t width) noexcept nogil:
+    """How many tiles of `width` columns an (outer, n, inner) array has (see tile_at)."""
+    return outer * ((inner + width - 1) // width)
+
+
 cdef inline void gather_tile(const floating* x, Py_ssize_t n, Py_ssize_t stride,
                              Py_ssize_t width, floating* rows) noexcept nogil:
     """rows[j * n + c] = x[c * stride + j] for c < n, j < width."""

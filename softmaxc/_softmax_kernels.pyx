@@ -29,6 +29,9 @@ from softmaxc._rowops cimport (
     scatter_tile,
     smx_simd_init,
     softmax_row,
+    Tile,
+    tile_at,
+    tile_count,
     tile_width,
 )
 
@@ -177,25 +180,20 @@ cdef int column_kernel(Op op, const floating* x, floating* out, Py_ssize_t outer
                        int n_threads) noexcept nogil:
     """Every tile of every outer index, in parallel; 0 on success, -1 if out of memory."""
     cdef Py_ssize_t width = tile_width(n, inner)
-    cdef Py_ssize_t tiles_per_outer = (inner + width - 1) // width
-    cdef Py_ssize_t t, o, j0, w
+    cdef Py_ssize_t t
+    cdef Py_ssize_t out_n = 1 if op == OP_LOGSUMEXP else n   # classes per outer index in out
+    cdef Tile tile
     cdef floating* rows
     cdef int failed = 0
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         rows = <floating*>malloc(width * n * sizeof(floating))
-        for t in prange(outer * tiles_per_outer, schedule="dynamic"):   # see rows_per_chunk
+        for t in prange(tile_count(outer, inner, width), schedule="dynamic"):   # rows_per_chunk
             if rows == NULL:
                 failed += 1   # a reduction: any thread without a buffer
             else:
-                o = t // tiles_per_outer
-                j0 = (t % tiles_per_outer) * width
-                w = min(width, inner - j0)
-                if op == OP_LOGSUMEXP:
-                    column_tile(op, x + o * n * inner + j0, n, inner, w, beta, rows,
-                                out + o * inner + j0)
-                else:
-                    column_tile(op, x + o * n * inner + j0, n, inner, w, beta, rows,
-                                out + o * n * inner + j0)
+                tile = tile_at(t, inner, width)
+                column_tile(op, x + tile.outer * n * inner + tile.first, n, inner, tile.width,
+                            beta, rows, out + tile.outer * out_n * inner + tile.first)
         free(rows)
     return -1 if failed else 0
 
